@@ -1,0 +1,78 @@
+"""How many parameters train: the cost axis of every LoRA vs. full fine-tuning comparison."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from loralab.lora.layer import LoRALinear
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    trainable: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / self.total if self.total else 0.0
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Trainable and total parameter counts; a tied (shared) parameter counts once."""
+    # model.parameters() already yields each shared tensor once
+    trainable = total = 0
+    for param in model.parameters():
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return ParamCount(trainable=trainable, total=total)
+
+
+def _parameter_groups(model: nn.Module) -> dict[str, ParamCount]:
+    """Counts per top-level module, with all LoRA matrices in a group of their own."""
+    layers = [module for module in model.modules() if isinstance(module, LoRALinear)]
+    lora_ids = {id(param) for layer in layers for param in (layer.lora_A, layer.lora_B)}
+    lora_group = f"lora_A/lora_B in {len(layers)} layers"
+    trainable: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for name, param in model.named_parameters():
+        group = lora_group if id(param) in lora_ids else name.split(".")[0]
+        total[group] += param.numel()
+        if param.requires_grad:
+            trainable[group] += param.numel()
+    # Counter keeps insertion order: groups appear in model order
+    return {group: ParamCount(trainable[group], total[group]) for group in total}
+
+
+def parameter_table(model: nn.Module, title: str = "Parameters") -> Table:
+    """Where the parameters are and which of them train, one row per top-level group."""
+    table = Table(title=title)
+    table.add_column("group")
+    table.add_column("trainable", justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("trainable %", justify="right")
+    for group, count in _parameter_groups(model).items():
+        table.add_row(group, f"{count.trainable:,}", f"{count.total:,}", f"{count.percent:.2f}%")
+    overall = count_parameters(model)
+    table.add_section()
+    table.add_row(
+        "total",
+        f"{overall.trainable:,}",
+        f"{overall.total:,}",
+        f"{overall.percent:.2f}%",
+        style="bold",
+    )
+    return table
+
+
+def format_parameter_table(model: nn.Module, title: str = "Parameters") -> str:
+    """The parameter table as plain text, for the console and the run log alike."""
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(parameter_table(model, title))
+    return console.export_text()

@@ -1,0 +1,138 @@
+"""Save and load only what training changed, so an adapter is a small file beside its base.
+
+A LoRA run changes the A/B matrices and the modules trained in full (e.g. a new head);
+everything else is the base model, which the researcher already has. The file is
+safetensors (no pickle: safe to load from anyone) with the run's settings as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from loralab.lora.errors import AdapterConfigError
+from loralab.lora.layer import LoRALinear
+
+METADATA_KEY = "loralab"
+SAME_BASE_FIX = (
+    "the adapter was trained on a base of another shape; "
+    "build the model with the same model.* settings as the run that saved it"
+)
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter that trains, copied to CPU; for full fine-tuning, the whole model."""
+    return {
+        # copy=True: a snapshot that later training steps do not change under the caller
+        name: param.detach().to("cpu", copy=True).contiguous()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def save_adapter(
+    path: str | Path, model: nn.Module, metadata: Mapping[str, Any] | None = None
+) -> int:
+    """Write the adapter file atomically and return its size in bytes.
+
+    The tensors go to a temporary file in the same folder first and then replace `path` in
+    one step, so a run killed mid-write never leaves a truncated adapter behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors metadata holds strings only; "format": "pt" is what Hugging Face expects
+    header = {"format": "pt", METADATA_KEY: json.dumps(dict(metadata or {}), default=str)}
+    # a hidden name in the same folder: os.replace is atomic only within one file system
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        save_file(adapter_state_dict(model), tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path.stat().st_size
+
+
+def read_adapter_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata dict saved with the adapter, without loading its tensors."""
+    return _read(path, with_tensors=False)[1]
+
+
+def load_adapter(path: str | Path, model: nn.Module, strict: bool = True) -> dict[str, Any]:
+    """Load adapter tensors into a model prepared with the same `apply_adapter` config.
+
+    Every key and shape is checked before the first copy, so a mismatch leaves the model as
+    it was. With `strict`, each trainable tensor of the model must be in the file too.
+    Returns the metadata saved with the adapter.
+    """
+    tensors, metadata = _read(path, with_tensors=True)
+    params = dict(model.named_parameters())
+    _check_keys_and_shapes(path, tensors, params, strict)
+
+    # new A/B under a merged W would leave the old update folded in: unmerge, load, re-merge
+    merged = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged]
+    for layer in merged:
+        layer.unmerge()
+    with torch.no_grad():
+        for key, tensor in tensors.items():
+            params[key].copy_(tensor)
+    for layer in merged:
+        layer.merge()
+    return metadata
+
+
+def _check_keys_and_shapes(
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    params: Mapping[str, nn.Parameter],
+    strict: bool,
+) -> None:
+    for key, tensor in tensors.items():
+        if key not in params:
+            raise AdapterConfigError(
+                f"adapter file {path} holds '{key}' (shape {tuple(tensor.shape)}), which the "
+                "model lacks; build the model and apply the adapter with the same model.* and "
+                "adapter.* settings as the run that saved it."
+            )
+        if tensor.shape != params[key].shape:
+            raise AdapterConfigError(
+                f"adapter tensor '{key}' has shape {tuple(tensor.shape)} in {path} but "
+                f"{tuple(params[key].shape)} in the model; {SAME_BASE_FIX}."
+            )
+    if strict:
+        missing = [key for key, p in params.items() if p.requires_grad and key not in tensors]
+        if missing:
+            raise AdapterConfigError(
+                f"the model's trainable tensor '{missing[0]}' ({len(missing)} in all) is not "
+                f"in adapter file {path}; apply the same adapter.* settings (targets, "
+                "trainable) as the run that saved it, or load with strict=False."
+            )
+
+
+def _read(path: str | Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The file's tensors (if asked) and its loralab metadata, with one-sentence errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"adapter file {path} does not exist; pass the adapter.safetensors that a LoRA "
+            "training run wrote into its run directory."
+        )
+    try:
+        with safe_open(path, framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else {}
+            header = f.metadata() or {}
+    except SafetensorError as err:
+        raise AdapterConfigError(
+            f"adapter file {path} is not a readable safetensors file ({err}); "
+            "pass the adapter.safetensors that a LoRA training run wrote."
+        ) from err
+    return tensors, json.loads(header.get(METADATA_KEY, "{}"))

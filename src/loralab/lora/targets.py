@@ -1,0 +1,135 @@
+"""Which modules get LoRA: name patterns resolved against a model's `nn.Linear` layers.
+
+A pattern is one of
+  * an exact dotted name (`layers.0.attn.q_proj`) or a suffix on a dot boundary
+    (`q_proj`, `attn.q_proj`), the convention PEFT users know;
+  * a glob if it holds any of `*?[` (`*.q_proj`, `layers.1.*`), matched against the full name;
+  * a regex after `re:` (`re:layers\\.[01]\\..*_proj`), full-matched against the full name;
+  * `all-linear`: every linear layer except output heads (see `OUTPUT_HEAD_NAMES`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+
+from torch import nn
+
+from loralab.lora.errors import AdapterConfigError
+from loralab.lora.layer import LoRALinear
+
+ALL_LINEAR = "all-linear"
+REGEX_PREFIX = "re:"
+GLOB_CHARS = "*?["
+# a new task's head is trained in full (or not at all), never given a low-rank update
+OUTPUT_HEAD_NAMES = ("classifier", "lm_head", "score", "head", "cls")
+HOW_TO_TARGET = (
+    "use an exact name, a suffix like 'q_proj', a glob like '*.q_proj', "
+    "'re:<regex>' or 'all-linear'"
+)
+
+
+def as_patterns(patterns: Iterable[str] | str | None, key: str) -> list[str]:
+    """A config value as a list of checked patterns; a single string is one pattern."""
+    if patterns is None:
+        return []
+    items = [patterns] if isinstance(patterns, str) else list(patterns)
+    for pattern in items:
+        if not isinstance(pattern, str) or not pattern:
+            raise AdapterConfigError(
+                f"{key} entries must be non-empty strings, got {pattern!r}; {HOW_TO_TARGET}."
+            )
+        if pattern.startswith(REGEX_PREFIX):
+            try:
+                re.compile(pattern[len(REGEX_PREFIX) :])
+            except re.error as err:
+                raise AdapterConfigError(
+                    f"{key} entry {pattern!r} is not a valid regular expression ({err}); "
+                    "fix the regex after 're:'."
+                ) from None
+    return items
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Whether one dotted module name is selected by one pattern (`all-linear` aside)."""
+    if pattern.startswith(REGEX_PREFIX):
+        return re.fullmatch(pattern[len(REGEX_PREFIX) :], name) is not None
+    if any(char in pattern for char in GLOB_CHARS):
+        return fnmatch.fnmatchcase(name, pattern)
+    # the dot boundary keeps `proj` from matching `q_proj`
+    return name == pattern or name.endswith("." + pattern)
+
+
+def match_any(name: str, patterns: Iterable[str] | str) -> bool:
+    """Whether any pattern selects `name`; shared by target and trainable-module selection."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    return any(matches(name, pattern) for pattern in patterns)
+
+
+def is_output_head(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in OUTPUT_HEAD_NAMES
+
+
+def linear_modules(model: nn.Module) -> list[str]:
+    """Names of the linear layers LoRA can wrap, in model order."""
+    names: list[str] = []
+    skip: set[str] = set()
+    for name, module in model.named_modules():  # parents come before their children
+        if isinstance(module, LoRALinear | nn.MultiheadAttention):
+            # a LoRALinear's inner base is already wrapped; nn.MultiheadAttention reads
+            # `out_proj.weight` directly instead of calling out_proj, so a wrapper would be ignored
+            skip.update(
+                f"{name}.{child}" if name else child for child, _ in module.named_children()
+            )
+        elif isinstance(module, nn.Linear) and name and name not in skip:
+            # name "" is the model itself, which has no parent to swap it in
+            names.append(name)
+    return names
+
+
+def find_target_modules(
+    model: nn.Module,
+    patterns: Sequence[str] | str,
+    exclude: Iterable[str] = (),
+) -> list[str]:
+    """Dotted names of the `nn.Linear` layers the patterns select, minus `exclude`, in model order.
+
+    Every pattern must select at least one layer: a typo in a target list would otherwise
+    train a different model than the one the researcher asked for, silently.
+    """
+    patterns = as_patterns(patterns, "adapter.targets")
+    exclude = as_patterns(exclude, "adapter.exclude")
+    if not patterns:
+        raise AdapterConfigError(
+            f"adapter.targets is empty, so LoRA would adapt nothing; {HOW_TO_TARGET}."
+        )
+    candidates = linear_modules(model)
+    selected: set[str] = set()
+    for pattern in patterns:
+        if pattern == ALL_LINEAR:
+            hits = [name for name in candidates if not is_output_head(name)]
+        else:
+            hits = [name for name in candidates if matches(name, pattern)]
+        if not hits:
+            raise AdapterConfigError(
+                f"adapter.targets entry {pattern!r} matches no nn.Linear module; {HOW_TO_TARGET} "
+                f"(linear modules here: {_preview(candidates)})."
+            )
+        selected.update(hits)
+    targets = [name for name in candidates if name in selected and not match_any(name, exclude)]
+    if not targets:
+        raise AdapterConfigError(
+            f"adapter.exclude {exclude} removes every module adapter.targets {patterns} selects; "
+            "narrow adapter.exclude or widen adapter.targets."
+        )
+    return targets
+
+
+def _preview(names: Sequence[str], limit: int = 6) -> str:
+    """A few names, enough to show the naming scheme without flooding the message."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown + (", ..." if len(names) > limit else "")

@@ -1,0 +1,23 @@
+"""Backbones that know nothing of LoRA: plain nn.Modules with well-named Linear layers."""
+
+from loralab.models.blocks import FeedForward, MultiHeadAttention, TransformerBlock
+from loralab.models.checkpoint import (
+    BackboneCheckpointError,
+    build_backbone,
+    load_backbone,
+    read_metadata,
+    save_backbone,
+)
+from loralab.models.encoder import TransformerEncoderClassifier
+
+__all__ = [
+    "BackboneCheckpointError",
+    "FeedForward",
+    "MultiHeadAttention",
+    "TransformerBlock",
+    "TransformerEncoderClassifier",
+    "build_backbone",
+    "load_backbone",
+    "read_metadata",
+    "save_backbone",
+]

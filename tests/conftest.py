@@ -1,0 +1,89 @@
+"""Shared fixtures: configs composed in-process, tiny runs, and one small pretrained backbone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from loralab.config import config_dir, project_root
+
+# Tiny data and one short epoch: enough to exercise every stage in a second or two.
+TINY = [
+    "data.n_train=256",
+    "data.n_val=128",
+    "data.n_test=128",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+]
+
+
+def compose_config(
+    name: str, overrides: Sequence[str], output_dir: Path, log_dir: Path | None = None
+) -> DictConfig:
+    """Compose configs/<name>.yaml as the CLI would, with its outputs under a tmp folder."""
+    paths = [f"paths.output_dir={output_dir}", f"paths.log_dir={log_dir or output_dir / 'logs'}"]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name=name, overrides=[*paths, *overrides])
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose('train') with TINY settings; extra overrides win."""
+
+    def make(*overrides: str, tiny: bool = True) -> DictConfig:
+        return compose_config("train", [*(TINY if tiny else []), *overrides], tmp_path / "run")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def pretrained_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A backbone pretrained briefly on the majority-group task, as `make pretrain` does."""
+    from loralab.train import train
+
+    out = tmp_path_factory.mktemp("pretrain")
+    path = out / "tiny_encoder.safetensors"
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=pretrain",
+            "data.n_train=6000",
+            "trainer.max_epochs=2",
+            "logger=[]",
+            "callbacks.progress_bar=null",
+            "trainer.enable_progress_bar=false",
+            f"save_backbone={path}",
+        ],
+        out / "run",
+    )
+    train(cfg)
+    assert path.is_file()
+    return path
+
+
+def run_cli(module: str, *args: str, cwd: Path | None = None, check: bool = True):
+    """Run `python -m <module> args...` as a user would; returns the CompletedProcess."""
+    env = {**os.environ, "LORALAB_ROOT": project_root(), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd or project_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{module} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc

@@ -1,0 +1,75 @@
+"""The command line as a researcher uses it: real processes, real exit codes, real folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+QUICK = ["debug=limit", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null"]
+
+
+def test_multirun_over_two_ranks(tmp_path, pretrained_backbone):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "loralab.train",
+        "-m",
+        "adapter.rank=1,4",
+        f"model.checkpoint={pretrained_backbone}",
+        f"hydra.sweep.dir={sweep}",
+        *QUICK,
+    )
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert [s["rank"] for s in summaries] == [1, 4]
+    assert [s["run_name"] for s in summaries] == ["lora_r1_a16_qv", "lora_r4_a16_qv"]
+    head = 64 * 2 + 2
+    for s in summaries:
+        assert s["status"] == "completed"
+        assert s["trainable_params"] == 2 * 2 * s["rank"] * 128 + head
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("adapter.rank=0", "adapter.rank"),
+        ("adapter.alpha=-1", "adapter.alpha"),
+        ("adapter.targets=[nope]", "adapter.targets"),
+    ],
+)
+def test_bad_adapter_values_fail_in_one_sentence(tmp_path, pretrained_backbone, override, key):
+    proc = run_cli(
+        "loralab.train",
+        override,
+        f"model.checkpoint={pretrained_backbone}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *QUICK,
+        check=False,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and key in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+
+
+def test_missing_pretrained_backbone_says_make_pretrain(tmp_path):
+    proc = run_cli(
+        "loralab.train",
+        f"model.checkpoint={tmp_path / 'absent.safetensors'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *QUICK,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "make pretrain" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_config_option_fails_without_writing_logs(tmp_path):
+    proc = run_cli("loralab.train", "adapter=nope", f"paths.log_dir={tmp_path}", check=False)
+    assert proc.returncode != 0
+    assert "adapter" in proc.stderr and "nope" in proc.stderr
+    assert not any(tmp_path.iterdir())
