@@ -2,6 +2,9 @@
 
 `apply_adapter` is the only place that decides what trains. Downstream code (the task, the
 optimiser) just trains whatever has `requires_grad=True` and never asks which method it is.
+The variants are settings of the same injection: `name: dora` picks the layer class,
+`scaling`/`init` go to the layer, `quant` stores the frozen base in int8/NF4 afterwards
+(QLoRA), and `lr_ratio_b` tags the B matrices with a learning-rate scale (LoRA+).
 """
 
 from __future__ import annotations
@@ -9,19 +12,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import torch
 from torch import nn
 
+from loralab.lora.dora import DoRALinear
 from loralab.lora.errors import AdapterConfigError
 from loralab.lora.layer import LoRALinear, validate_lora_settings
 from loralab.lora.params import count_parameters
+from loralab.lora.pissa import check_pissa_rank
+from loralab.lora.quant import FORMATS
+from loralab.lora.quantized_linear import quantize_frozen_linears
 from loralab.lora.targets import as_patterns, find_target_modules, match_any
 
 log = logging.getLogger("loralab.lora")
 
-METHODS = ("full", "lora")
+LAYER_CLASSES: dict[str, type[LoRALinear]] = {"lora": LoRALinear, "dora": DoRALinear}
+METHODS = ("full", *LAYER_CLASSES)
 
 
 @dataclass
@@ -33,6 +42,7 @@ class AdapterReport:
     trainable_modules: list[str] = field(default_factory=list)
     trainable: int = 0
     total: int = 0
+    quantized: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         percent = 100.0 * self.trainable / self.total if self.total else 0.0
@@ -40,8 +50,9 @@ class AdapterReport:
         if self.method == "full":
             return f"full fine-tuning: {counts}"
         trained = ", ".join(self.trainable_modules) or "none"
+        quantized = f", {len(self.quantized)} frozen linear layers quantized" * bool(self.quantized)
         return (
-            f"lora: {len(self.replaced)} linear layers wrapped, "
+            f"{self.method}: {len(self.replaced)} linear layers wrapped{quantized}, "
             f"trained in full: {trained}; {counts}"
         )
 
@@ -56,28 +67,69 @@ def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
     if method == "full":
         model.requires_grad_(True)
         return _report("full", model, [], [])
-    if method != "lora":
+    if method not in LAYER_CLASSES:
         raise AdapterConfigError(
             f"adapter.name must be one of {', '.join(METHODS)}, got {method!r}; "
-            "pick one with adapter=full or adapter=lora."
+            "pick one with adapter=full, adapter=lora or adapter=dora."
         )
     if any(True for _ in lora_layers(model)):
         raise AdapterConfigError(
-            "adapter.name=lora was applied to a model that already has LoRA layers; "
+            f"adapter.name={method} was applied to a model that already has LoRA layers; "
             "apply the adapter once, to a fresh backbone."
         )
-    return _apply_lora(model, cfg)
+    return _apply_lora(model, cfg, method)
 
 
-def _apply_lora(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
+def _apply_lora(model: nn.Module, cfg: Mapping[str, Any], method: str) -> AdapterReport:
     settings = {
         "rank": cfg.get("rank"),
         "alpha": cfg.get("alpha"),
         "dropout": cfg.get("dropout", 0.0),
         "init": cfg.get("init", "kaiming"),
+        "scaling_rule": cfg.get("scaling", "standard"),
     }
     # check everything before the first change, so a bad config leaves the model untouched
     validate_lora_settings(**settings)
+    quant, double_quant = _quant_settings(cfg)
+    lr_ratio_b = _lr_ratio_b(cfg)
+    targets, trainable = _select_modules(model, cfg)
+    if settings["init"] == "pissa":
+        for name in targets:
+            check_pissa_rank(model.get_submodule(name).weight.shape, settings["rank"], name)
+
+    model.requires_grad_(False)
+    for name in targets:
+        replace_module(model, name, LAYER_CLASSES[method](model.get_submodule(name), **settings))
+    for name in trainable:
+        model.get_submodule(name).requires_grad_(True)
+    # quantize after wrapping: PiSSA splits the full-precision weight, then its residual is stored
+    quantized = quantize_frozen_linears(model, quant, double_quant) if quant else []
+    for _, layer in lora_layers(model):
+        if isinstance(layer, DoRALinear) and quantized:
+            layer.init_magnitude()  # the magnitude of the weight the layer will really see
+        if lr_ratio_b is not None:
+            # LoRA+: B learns `lr_ratio_b` times faster than A; the optimiser reads this tag
+            layer.lora_B.lr_scale = lr_ratio_b
+
+    report = _report(method, model, targets, trainable)
+    report.quantized = quantized
+    log.info(
+        "%s (rank=%s, alpha=%s, scaling=%s, init=%s%s) wraps %d linear layers: %s",
+        report.method,
+        settings["rank"],
+        settings["alpha"],
+        settings["scaling_rule"],
+        settings["init"],
+        f", base in {quant}" if quant else "",
+        len(targets),
+        ", ".join(targets),
+    )
+    log.info("trained in full: %s; %s", ", ".join(trainable) or "none", report.summary())
+    return report
+
+
+def _select_modules(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The layers LoRA wraps and the modules trained in full, in model order."""
     trainable = _find_trainable_modules(model, cfg.get("trainable"))
     targets = find_target_modules(model, cfg.get("targets"), cfg.get("exclude") or ())
     # a module trained in full needs no low-rank update on top
@@ -87,23 +139,34 @@ def _apply_lora(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
             f"adapter.targets select only layers inside adapter.trainable {trainable}, "
             "so LoRA would wrap nothing; target other layers or use adapter=full."
         )
+    return targets, trainable
 
-    model.requires_grad_(False)
-    for name in targets:
-        _swap_module(model, name, LoRALinear(model.get_submodule(name), **settings))
-    for name in trainable:
-        model.get_submodule(name).requires_grad_(True)
 
-    report = _report("lora", model, targets, trainable)
-    log.info(
-        "LoRA (rank=%s, alpha=%s) wraps %d linear layers: %s",
-        settings["rank"],
-        settings["alpha"],
-        len(targets),
-        ", ".join(targets),
-    )
-    log.info("trained in full: %s; %s", ", ".join(trainable) or "none", report.summary())
-    return report
+def _quant_settings(cfg: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """`adapter.quant` (null, int8 or nf4) and `adapter.double_quant`, checked."""
+    quant, double_quant = cfg.get("quant"), cfg.get("double_quant", False)
+    if quant is not None and quant not in FORMATS:
+        raise AdapterConfigError(
+            f"adapter.quant must be null, {' or '.join(FORMATS)}, got {quant!r}; "
+            "set adapter.quant=nf4 (4-bit, QLoRA) or adapter.quant=null (full precision)."
+        )
+    if not isinstance(double_quant, bool):
+        raise AdapterConfigError(
+            f"adapter.double_quant must be true or false, got {double_quant!r}; "
+            "set adapter.double_quant=true to also quantize the quantization scales."
+        )
+    return quant, double_quant
+
+
+def _lr_ratio_b(cfg: Mapping[str, Any]) -> float | None:
+    """`adapter.lr_ratio_b` (LoRA+): null, or a positive number."""
+    ratio = cfg.get("lr_ratio_b")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, Real) or ratio <= 0):
+        raise AdapterConfigError(
+            f"adapter.lr_ratio_b must be null or a positive number, got {ratio!r}; "
+            "set adapter.lr_ratio_b=16 (LoRA+) or adapter.lr_ratio_b=null (one learning rate)."
+        )
+    return None if ratio is None else float(ratio)
 
 
 def _find_trainable_modules(model: nn.Module, patterns: Any) -> list[str]:
@@ -129,7 +192,8 @@ def _inside_any(name: str, parents: list[str], strict: bool = False) -> bool:
     )
 
 
-def _swap_module(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule called `name` (dotted) sits."""
     parent_name, _, child_name = name.rpartition(".")
     setattr(model.get_submodule(parent_name), child_name, new)
 
@@ -161,7 +225,6 @@ def unmerge_lora(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def max_merge_diff(model: nn.Module, *inputs: Any, **kwargs: Any) -> float:
     """Largest |merged - unmerged| output on the given inputs: merging must change nothing.
 
@@ -175,9 +238,9 @@ def max_merge_diff(model: nn.Module, *inputs: Any, **kwargs: Any) -> float:
     model.eval()
     try:
         unmerge_lora(model)
-        unmerged = _output_tensor(model(*inputs, **kwargs))
+        unmerged = output_tensor(model(*inputs, **kwargs))
         merge_lora(model)
-        merged = _output_tensor(model(*inputs, **kwargs))
+        merged = output_tensor(model(*inputs, **kwargs))
     finally:
         for layer, merged_before in zip(layers, was_merged, strict=True):
             if merged_before:
@@ -191,7 +254,7 @@ def max_merge_diff(model: nn.Module, *inputs: Any, **kwargs: Any) -> float:
     return (merged.float() - unmerged.float()).abs().max().item()
 
 
-def _output_tensor(output: Any) -> torch.Tensor:
+def output_tensor(output: Any) -> torch.Tensor:
     """The tensor to compare: the output itself, its `logits`, or the first of a tuple."""
     if isinstance(output, Mapping) and "logits" in output:
         output = output["logits"]

@@ -11,6 +11,7 @@ from rich.table import Table
 from torch import nn
 
 from loralab.lora.layer import LoRALinear
+from loralab.lora.quantized_linear import QuantizedLinear
 
 
 @dataclass(frozen=True)
@@ -24,21 +25,52 @@ class ParamCount:
 
 
 def count_parameters(model: nn.Module) -> ParamCount:
-    """Trainable and total parameter counts; a tied (shared) parameter counts once."""
+    """Trainable and total parameter counts; a tied (shared) parameter counts once.
+
+    A quantized frozen weight (QLoRA) is stored as buffers, yet it is still out x in
+    parameters of the model: it counts in `total`, so every variant has the same total.
+    """
     # model.parameters() already yields each shared tensor once
     trainable = total = 0
     for param in model.parameters():
         total += param.numel()
         if param.requires_grad:
             trainable += param.numel()
+    total += sum(m.shape.numel() for m in model.modules() if isinstance(m, QuantizedLinear))
     return ParamCount(trainable=trainable, total=total)
+
+
+def base_weight_bytes(model: nn.Module) -> dict[str, int]:
+    """Bytes of the model's own weights as stored, and as they would be in float32.
+
+    "Own" means everything but the adapter's tensors (A, B, a DoRA magnitude): the frozen
+    base, plus any module trained in full. A quantized layer counts its codes and scales,
+    honestly, padding included; its float32 size is out x in x 4 bytes.
+    """
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    adapter = {id(t) for layer in layers for t in layer.adapter_parameters()}
+    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    codes_and_scales = {id(t) for q in quantized for t in q.stored().tensors().values()}
+    stored = fp32 = 0
+    seen: set[int] = set()  # state_dict lists a tied weight under each of its names
+    for tensor in model.state_dict(keep_vars=True).values():
+        if id(tensor) in seen or id(tensor) in adapter:
+            continue
+        seen.add(id(tensor))
+        stored += tensor.numel() * tensor.element_size()
+        if id(tensor) not in codes_and_scales:
+            fp32 += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+    fp32 += sum(4 * q.shape.numel() for q in quantized)
+    return {"base_weight_bytes": stored, "base_weight_bytes_fp32": fp32}
 
 
 def _parameter_groups(model: nn.Module) -> dict[str, ParamCount]:
     """Counts per top-level module, with all LoRA matrices in a group of their own."""
     layers = [module for module in model.modules() if isinstance(module, LoRALinear)]
-    lora_ids = {id(param) for layer in layers for param in (layer.lora_A, layer.lora_B)}
-    lora_group = f"lora_A/lora_B in {len(layers)} layers"
+    lora_ids = {id(param) for layer in layers for param in layer.adapter_parameters()}
+    # "lora_A/lora_B", plus "/lora_magnitude" for DoRA
+    kinds = "/".join(n for n, _ in layers[0].named_parameters(recurse=False)) if layers else ""
+    lora_group = f"{kinds} in {len(layers)} layers"
     trainable: Counter[str] = Counter()
     total: Counter[str] = Counter()
     for name, param in model.named_parameters():

@@ -75,8 +75,19 @@ def load_adapter(path: str | Path, model: nn.Module, strict: bool = True) -> dic
     Returns the metadata saved with the adapter.
     """
     tensors, metadata = _read(path, with_tensors=True)
+    load_adapter_tensors(model, tensors, path, strict)
+    return metadata
+
+
+def load_adapter_tensors(
+    model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str | Path, strict: bool = True
+) -> None:
+    """Copy named adapter tensors into the model's parameters, all checked before the first copy.
+
+    `source` names where the tensors came from (a file or folder), for the error message.
+    """
     params = dict(model.named_parameters())
-    _check_keys_and_shapes(path, tensors, params, strict)
+    _check_keys_and_shapes(source, tensors, params, strict)
 
     # new A/B under a merged W would leave the old update folded in: unmerge, load, re-merge
     merged = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged]
@@ -87,7 +98,6 @@ def load_adapter(path: str | Path, model: nn.Module, strict: bool = True) -> dic
             params[key].copy_(tensor)
     for layer in merged:
         layer.merge()
-    return metadata
 
 
 def _check_keys_and_shapes(

@@ -20,6 +20,25 @@ def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
+def scaled_optimizer(
+    optimizer_factory: Callable[..., torch.optim.Optimizer], params: list[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
+    """One parameter group per learning-rate scale, with lr = scale x the configured lr.
+
+    An adapter may tag tensors with an `lr_scale` attribute (LoRA+ gives its B matrices a
+    larger one); this stays generic: it reads the tag, never asks which adapter set it.
+    """
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for param in params:
+        groups.setdefault(float(getattr(param, "lr_scale", 1.0)), []).append(param)
+    if list(groups) == [1.0]:
+        return optimizer_factory(params)
+    optimizer = optimizer_factory([{"params": ps, "lr_scale": s} for s, ps in groups.items()])
+    for group in optimizer.param_groups:
+        group["lr"] *= group["lr_scale"]  # the factory filled in the configured lr
+    return optimizer
+
+
 def build_optimizer(
     module: L.LightningModule,
     optimizer_factory: Callable[..., torch.optim.Optimizer],
@@ -27,7 +46,7 @@ def build_optimizer(
     cosine: bool,
 ) -> Any:
     """AdamW (or whatever the config names) over the trainable parameters, with warmup + cosine."""
-    optimizer = optimizer_factory(trainable_parameters(module))
+    optimizer = scaled_optimizer(optimizer_factory, trainable_parameters(module))
     if warmup_ratio <= 0 and not cosine:
         return optimizer
     total = max(1, int(module.trainer.estimated_stepping_batches))

@@ -1,0 +1,46 @@
+"""Fold the adapters into the base for good: a plain model that needs no LoRA code.
+
+`merge_lora` keeps the LoRA layers (and can unmerge); `merge_and_unwrap` goes one step
+further and puts plain `nn.Linear` layers back, so the model's `state_dict` has exactly the
+keys of the backbone it came from and loads into that backbone class as is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from loralab.lora.inject import lora_layers, replace_module
+from loralab.lora.quantized_linear import QuantizedLinear
+
+log = logging.getLogger("loralab.lora")
+
+
+@torch.no_grad()
+def merge_and_unwrap(model: nn.Module) -> nn.Module:
+    """Merge every adapter and replace each wrapper by a plain `nn.Linear`, in place.
+
+    A quantized base becomes a float `nn.Linear` holding the dequantized (and merged)
+    weight: exactly what the quantized model computed, never requantized.
+    """
+    formats = {m.fmt for m in model.modules() if isinstance(m, QuantizedLinear)}
+    quantized = sum(1 for m in model.modules() if isinstance(m, QuantizedLinear))
+    wrapped = list(lora_layers(model))
+    for name, layer in wrapped:
+        layer.merge()
+        base = layer.base.to_linear() if isinstance(layer.base, QuantizedLinear) else layer.base
+        replace_module(model, name, base)
+    # the frozen layers no adapter wraps
+    for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QuantizedLinear)]:
+        replace_module(model, name, layer.to_linear())
+    if quantized:
+        log.warning(
+            "dequantized %d frozen layers stored as %s to float: the plain model computes what "
+            "the quantized one did, at float size",
+            quantized,
+            "/".join(sorted(formats)),
+        )
+    log.info("folded %d adapters into their base weights", len(wrapped))
+    return model

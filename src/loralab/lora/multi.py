@@ -1,0 +1,155 @@
+"""Several named adapters on one frozen base, one active at a time.
+
+One pretrained model, many small adapters (a solver, a critic, a reviser; or one per task):
+only the adapters differ, so only they should be stored, and switching should cost nothing.
+`MultiAdapterModel` keeps, for each adapter, the modules that sit in the base model while
+it is active (the LoRA wrappers around the shared base layers, and its own copy of each
+module it trains in full, e.g. a task head). Switching puts those modules in place and the
+base's own back; it moves module references only. Every wrapper points at the very same
+base `nn.Linear`, so the base weights are never reloaded, copied or changed.
+
+With an adapter active, the model is exactly the single-adapter model: same modules, same
+parameter names, so `save_adapter`, `load_adapter`, training and `merge_lora` all work on it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from loralab.lora.errors import AdapterConfigError
+from loralab.lora.inject import AdapterReport, apply_adapter, replace_module
+from loralab.lora.state import load_adapter, read_adapter_metadata, save_adapter
+
+
+def plain_config(value: Any) -> Any:
+    """A config (e.g. an OmegaConf DictConfig) as plain dicts and lists, so it saves as JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_config(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain_config(v) for v in value]
+    return value
+
+
+class MultiAdapterModel:
+    """Named adapters over `model`, which stays the one base they share."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        # adapter name -> {dotted path: the module that sits there while it is active}
+        self.adapters: dict[str, dict[str, nn.Module]] = {}
+        self.configs: dict[str, dict[str, Any]] = {}
+        # dotted path -> the base model's own module there
+        self.base_modules: dict[str, nn.Module] = {}
+        self.active: str | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.adapters
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.adapters)
+
+    def add_adapter(self, name: str, cfg: Mapping[str, Any]) -> AdapterReport:
+        """Create adapter `name` from an `adapter` config; the active adapter stays active."""
+        cfg = plain_config(cfg)
+        self._check_new(name, cfg)
+        with self.disable_adapters():  # build it on the bare base
+            report = apply_adapter(self.model, cfg)
+            modules: dict[str, nn.Module] = {}
+            for path in report.replaced:
+                modules[path] = self.model.get_submodule(path)
+                self.base_modules.setdefault(path, modules[path].base)
+            for path in report.trainable_modules:
+                # apply_adapter unfroze the base's own module: the adapter trains a copy of it
+                own = self.model.get_submodule(path)
+                modules[path] = copy.deepcopy(own)
+                self.base_modules.setdefault(path, own.requires_grad_(False))
+            for path in modules:
+                replace_module(self.model, path, self.base_modules[path])
+        self.adapters[name] = modules
+        self.configs[name] = cfg
+        return report
+
+    def _check_new(self, name: str, cfg: Mapping[str, Any]) -> None:
+        if name in self.adapters:
+            raise AdapterConfigError(f"an adapter named {name!r} exists already; pick a new name.")
+        if cfg.get("name") == "full":
+            raise AdapterConfigError(
+                f"adapter {name!r} has adapter.name=full, which trains the shared base itself; "
+                "use adapter.name=lora or dora for named adapters."
+            )
+        if cfg.get("init") == "pissa" or cfg.get("quant"):
+            raise AdapterConfigError(
+                f"adapter {name!r} sets adapter.init=pissa or adapter.quant, which change the "
+                "base weights every adapter shares; use init kaiming or gaussian and quant null."
+            )
+
+    def set_adapter(self, name: str) -> None:
+        """Make `name` the active adapter (the previous one is put aside, not lost)."""
+        if name not in self.adapters:
+            raise AdapterConfigError(
+                f"no adapter named {name!r}; add it first (adapters here: "
+                f"{', '.join(self.adapters) or 'none'})."
+            )
+        self._put_aside()
+        for path, module in self.adapters[name].items():
+            # follow the base if it moved (e.g. to a GPU) while this adapter was aside
+            device = next(self.base_modules[path].parameters()).device
+            replace_module(self.model, path, module.to(device))
+        self.active = name
+
+    def _put_aside(self) -> None:
+        if self.active is not None:
+            for path in self.adapters[self.active]:
+                replace_module(self.model, path, self.base_modules[path])
+        self.active = None
+
+    @contextmanager
+    def disable_adapters(self) -> Iterator[nn.Module]:
+        """The bare base model inside the block; the active adapter comes back after it."""
+        previous = self.active
+        self._put_aside()
+        try:
+            yield self.model
+        finally:
+            if previous is not None:
+                self.set_adapter(previous)
+
+    @contextmanager
+    def using(self, name: str | None) -> Iterator[nn.Module]:
+        """Adapter `name` (or none) active inside the block; the previous one after it."""
+        previous = self.active
+        try:
+            if name is None:
+                self._put_aside()
+            else:
+                self.set_adapter(name)
+            yield self.model
+        finally:
+            if previous is None:
+                self._put_aside()
+            else:
+                self.set_adapter(previous)
+
+    def save_adapter(self, name: str, path: str | Path) -> int:
+        """Write adapter `name` as an adapter.safetensors (with its config); returns bytes."""
+        with self.using(name):
+            return save_adapter(path, self.model, {"adapter": self.configs[name]})
+
+    def load_adapter(self, name: str, path: str | Path) -> AdapterReport:
+        """Add adapter `name` from a file that `save_adapter` or a training run wrote."""
+        cfg = read_adapter_metadata(path).get("adapter")
+        if not cfg:
+            raise AdapterConfigError(
+                f"adapter file {path} holds no adapter config in its metadata; load a file "
+                "written by a loralab training run or MultiAdapterModel.save_adapter."
+            )
+        report = self.add_adapter(name, cfg)
+        with self.using(name):
+            load_adapter(path, self.model)
+        return report

@@ -1,0 +1,222 @@
+"""Adapters in the Hugging Face PEFT folder format, both ways.
+
+A PEFT LoRA adapter is a folder with two files:
+  * `adapter_config.json`: `peft_type: "LORA"`, `r`, `lora_alpha`, `lora_dropout`,
+    `target_modules`, `use_rslora`, `use_dora`, `init_lora_weights`, `modules_to_save`, ...
+  * `adapter_model.safetensors`: `base_model.model.<module path>.lora_A.weight` (r x in),
+    `...lora_B.weight` (out x r), `...lora_magnitude_vector` (DoRA, out) and the tensors of
+    the modules trained in full under `base_model.model.<param name>`.
+
+The math is the same as ours (scaling alpha/r, or alpha/sqrt(r) with `use_rslora`; DoRA's
+per-row magnitude), so converting is renaming. Two cases need more than renaming:
+  * PiSSA changed the base weight. PEFT's own answer, used here too, is to restate the
+    trained adapter as a rank-2r LoRA on the *original* weight (see `pissa.py`), so the
+    exported folder applies to the untouched pretrained model.
+  * A quantized base (QLoRA) is not in the folder: the adapter is relative to the base it
+    trained on, so apply it to the same quantized base for the same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from loralab.lora.dora import DoRALinear
+from loralab.lora.errors import AdapterConfigError
+from loralab.lora.inject import AdapterReport, apply_adapter, lora_layers
+from loralab.lora.layer import LoRALinear
+from loralab.lora.pissa import pissa_as_plain_lora
+from loralab.lora.quantized_linear import QuantizedLinear
+from loralab.lora.state import load_adapter_tensors
+
+log = logging.getLogger("loralab.lora")
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+# our parameter name -> PEFT's key suffix, for the tensors of one LoRA layer
+PEFT_NAMES = {
+    "lora_A": "lora_A.weight",
+    "lora_B": "lora_B.weight",
+    "lora_magnitude": "lora_magnitude_vector",
+}
+# PEFT inits that rewrite the base weights; their adapters do not apply to a plain base
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq")
+
+
+def export_peft(
+    model: nn.Module,
+    folder: str | Path,
+    base_model_name_or_path: str | None = None,
+    task_type: str | None = None,
+) -> Path:
+    """Write the model's adapter as a PEFT folder; returns the folder."""
+    layers = list(lora_layers(model))
+    if not layers:
+        raise AdapterConfigError(
+            f"the model has no LoRA layers, so there is no adapter to export to {folder}; "
+            "apply adapter=lora (or dora) first."
+        )
+    first = layers[0][1]
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in layers:
+        _check_same_settings(name, layer, first)
+        for ours, value in _exported_tensors(layer).items():
+            tensors[f"{PREFIX}{name}.{PEFT_NAMES[ours]}"] = value
+    modules_to_save = _fully_trained(model, tensors, layers)
+    # PiSSA exports a rank-2r LoRA; alpha then changes so that the scaling stays the same
+    rank, alpha = first.rank, first.alpha
+    if first.init == "pissa":
+        rank = 2 * first.rank
+        alpha = first.scaling * (math.sqrt(rank) if first.scaling_rule == "rs" else rank)
+    config = {
+        "peft_type": "LORA",
+        "task_type": task_type,
+        "base_model_name_or_path": base_model_name_or_path,
+        "revision": None,
+        "inference_mode": True,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": getattr(first.dropout, "p", 0.0),
+        "target_modules": [name for name, _ in layers],
+        "use_rslora": first.scaling_rule == "rs",
+        "use_dora": isinstance(first, DoRALinear),
+        "init_lora_weights": "gaussian" if first.init == "gaussian" else True,
+        "modules_to_save": modules_to_save or None,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+    if isinstance(first.base, QuantizedLinear):
+        log.warning(
+            "the adapter in %s was trained on a base stored as %s; apply it to the same "
+            "quantized base for the same outputs",
+            folder,
+            first.base.fmt,
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / WEIGHTS_FILE, metadata={"format": "pt"})
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def _check_same_settings(name: str, layer: LoRALinear, first: LoRALinear) -> None:
+    """PEFT's config holds one rank, alpha and method for all layers (patterns aside)."""
+    settings = ("rank", "scaling", "scaling_rule", "init")
+    if any(getattr(layer, s) != getattr(first, s) for s in settings) or type(layer) is not type(
+        first
+    ):
+        raise AdapterConfigError(
+            f"LoRA layer {name} has other settings than the first one, which one PEFT config "
+            "cannot hold; export a model adapted with a single adapter config."
+        )
+
+
+def _exported_tensors(layer: LoRALinear) -> dict[str, torch.Tensor]:
+    """The layer's adapter tensors as PEFT sees them, relative to the original base weight."""
+    lora_a, lora_b = layer.lora_A.detach(), layer.lora_B.detach()
+    if layer.init == "pissa":
+        lora_a, lora_b = pissa_as_plain_lora(
+            lora_a, lora_b, layer.initial_lora_A, layer.initial_lora_B
+        )
+    tensors = {"lora_A": lora_a, "lora_B": lora_b}
+    if isinstance(layer, DoRALinear):
+        tensors["lora_magnitude"] = layer.lora_magnitude.detach()
+    return {k: v.to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+
+
+def _fully_trained(
+    model: nn.Module, tensors: dict[str, torch.Tensor], layers: list[tuple[str, LoRALinear]]
+) -> list[str]:
+    """Add the modules trained in full (a new head) to `tensors`; return their names."""
+    adapter = {id(p) for _, layer in layers for p in layer.adapter_parameters()}
+    owners: list[str] = []
+    for name, param in model.named_parameters():
+        if param.requires_grad and id(param) not in adapter:
+            tensors[PREFIX + name] = param.detach().to("cpu", copy=True).contiguous()
+            owner = name.rpartition(".")[0]
+            if owner not in owners:
+                owners.append(owner)
+    return owners
+
+
+def read_peft_config(folder: str | Path) -> dict[str, Any]:
+    """The `adapter_config.json` of a PEFT folder, with one-sentence errors."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {CONFIG_FILE} in {folder}; pass a folder written by PEFT's save_pretrained "
+            "or by loralab.lora.export_peft."
+        )
+    return json.loads(path.read_text())
+
+
+def adapter_config_from_peft(peft: Mapping[str, Any]) -> dict[str, Any]:
+    """Our `adapter` config for a PEFT LoRA config; refuses what we cannot reproduce."""
+    if peft.get("peft_type") != "LORA":
+        raise AdapterConfigError(
+            f"peft_type is {peft.get('peft_type')!r}; only LoRA adapters (peft_type LORA) "
+            "can be imported."
+        )
+    init = peft.get("init_lora_weights", True)
+    unsupported = {
+        "rank_pattern": bool(peft.get("rank_pattern")) or bool(peft.get("alpha_pattern")),
+        "bias": peft.get("bias", "none") != "none",
+        "fan_in_fan_out": bool(peft.get("fan_in_fan_out")),
+        "layers_to_transform": peft.get("layers_to_transform") is not None,
+        "init_lora_weights": isinstance(init, str) and init.startswith(BASE_CHANGING_INITS),
+    }
+    for key, bad in unsupported.items():
+        if bad:
+            raise AdapterConfigError(
+                f"the PEFT config's {key}={peft.get(key)!r} is not supported by loralab's import; "
+                "save the adapter with PEFT defaults for that field (for a PiSSA-style init, "
+                "convert it to plain LoRA first, as PEFT's save_pretrained can)."
+            )
+    # a string is a regex PEFT full-matches; a list holds names or name suffixes, like ours
+    targets = peft.get("target_modules")
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = f"re:{targets}"
+    exclude = peft.get("exclude_modules") or []
+    return {
+        "name": "dora" if peft.get("use_dora") else "lora",
+        "rank": int(peft["r"]),
+        "alpha": peft["lora_alpha"],
+        "dropout": float(peft.get("lora_dropout", 0.0)),
+        "scaling": "rs" if peft.get("use_rslora") else "standard",
+        "init": "gaussian" if init == "gaussian" else "kaiming",
+        "targets": targets,
+        "exclude": f"re:{exclude}" if isinstance(exclude, str) else list(exclude),
+        "trainable": list(peft.get("modules_to_save") or []),
+    }
+
+
+def import_peft(folder: str | Path, model: nn.Module) -> AdapterReport:
+    """Apply the adapter of a PEFT folder to a fresh base model and load its tensors."""
+    cfg = adapter_config_from_peft(read_peft_config(folder))
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {folder}; the PEFT folder is incomplete.")
+    tensors = {_our_name(key): value for key, value in load_file(weights).items()}
+    report = apply_adapter(model, cfg)
+    load_adapter_tensors(model, tensors, weights)
+    return report
+
+
+def _our_name(key: str) -> str:
+    """`base_model.model.x.lora_A.weight` -> `x.lora_A`; other keys lose the prefix only."""
+    key = key.removeprefix(PREFIX)
+    for ours, theirs in PEFT_NAMES.items():
+        if key.endswith("." + theirs):
+            return key[: -len(theirs)] + ours
+    return key

@@ -1,0 +1,127 @@
+"""`QuantizedLinear`: a frozen linear layer stored in int8 or NF4, dequantized on the fly.
+
+This is the frozen base of QLoRA: the weight lives as codes + scales (see `quant.py`), and
+every forward rebuilds a full-precision copy just for the matmul, then drops it. Memory for
+the weights falls to ~1/4 (int8) or ~1/8 (NF4) of float32; the price is the rounding error
+and a dequantization per call. LoRA's A and B on top stay in full precision.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from loralab.lora.quant import QuantizedWeight, dequantize, quantize
+
+log = logging.getLogger("loralab.lora")
+
+
+class QuantizedLinear(nn.Module):
+    """A frozen `nn.Linear` whose weight is stored quantized; the bias stays as it was."""
+
+    def __init__(self, linear: nn.Linear, fmt: str, double_quant: bool = False) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.fmt = fmt
+        self.double_quant = double_quant
+        self.dtype = linear.weight.dtype
+        q = quantize(linear.weight, fmt, double_quant)
+        self.shape = q.shape
+        # buffers, not parameters: they move with .to(device), never train, and are saved
+        for name, tensor in q.tensors().items():
+            self.register_buffer(name, tensor)
+        self.bias = linear.bias
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        # a merged adapter needs a full-precision weight; the codes stay, so unmerge is exact
+        self.register_buffer("dense_weight", None, persistent=False)
+        self.warned_about_merging = False
+
+    def stored(self) -> QuantizedWeight:
+        """The quantized weight as stored in this layer's buffers."""
+        return QuantizedWeight(
+            self.fmt,
+            self.shape,
+            self.codes,
+            self.scales,
+            getattr(self, "scale_absmax", None),
+            getattr(self, "scale_mean", None),
+        )
+
+    def dequantize(self) -> Tensor:
+        """The weight the stored codes stand for (not any merged update)."""
+        return dequantize(self.stored(), self.dtype)
+
+    @property
+    def weight(self) -> Tensor:
+        """A full-precision weight for this call: merged if an adapter was merged in."""
+        return self.dense_weight if self.dense_weight is not None else self.dequantize()
+
+    def stored_bytes(self) -> int:
+        """Bytes the weight takes as stored (codes and scales; the bias is not included)."""
+        return self.stored().stored_bytes()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.to(x.dtype), self.bias)
+
+    @torch.no_grad()
+    def hold_merged(self, weight: Tensor) -> None:
+        """Keep a merged weight in full precision instead of requantizing it, and say so.
+
+        Requantizing W + update would round it to the format's grid again and lose part of
+        the update without a word; the merged layer therefore costs full-precision memory.
+        """
+        if not self.warned_about_merging:
+            error = (dequantize(quantize(weight, self.fmt, self.double_quant)) - weight).abs().max()
+            log.warning(
+                "merging into a base stored as %s: the weight is dequantized and the merged "
+                "result kept in float (%d bytes instead of %d); requantizing it to %s would "
+                "change it by up to %.3g (max abs)",
+                self.fmt,
+                weight.numel() * weight.element_size(),
+                self.stored_bytes(),
+                self.fmt,
+                float(error),
+            )
+            self.warned_about_merging = True  # once per layer: merges may repeat in a check
+        self.dense_weight = weight
+
+    def release_merged(self) -> None:
+        """Back to the stored codes, which the merge never changed."""
+        self.dense_weight = None
+
+    def to_linear(self) -> nn.Linear:
+        """A plain `nn.Linear` with the current (dequantized, maybe merged) weight."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        weight = self.weight
+        linear.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear.requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        dq = ", double_quant" if self.double_quant else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.fmt}{dq}"
+
+
+def quantize_frozen_linears(model: nn.Module, fmt: str, double_quant: bool = False) -> list[str]:
+    """Swap every frozen `nn.Linear` (LoRA's bases included) for a `QuantizedLinear`.
+
+    Layers that train (a new head, anything in adapter.trainable) stay in full precision,
+    and so do embeddings and norms, as in QLoRA. Returns the names of the swapped layers.
+    """
+    swapped = []
+    for parent_name, parent in list(model.named_modules()):
+        if isinstance(parent, nn.MultiheadAttention):
+            continue  # it reads out_proj.weight directly; a quantized out_proj would be ignored
+        for child_name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and not child.weight.requires_grad:
+                setattr(parent, child_name, QuantizedLinear(child, fmt, double_quant))
+                swapped.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+    return swapped
