@@ -13,6 +13,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from loralab.lora import AdapterConfigError
@@ -37,8 +38,8 @@ def in_multirun() -> bool:
 def record_failure(cfg: DictConfig, error: BaseException) -> None:
     """Leave a summary.json with status=failed so sweeps and reports see what went wrong."""
     output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
-    if not output_dir:
-        return
+    if not output_dir or getattr(rank_zero_only, "rank", 0) != 0:
+        return  # in a DDP run the other ranks fail alike; rank 0 writes the one summary
     adapter = OmegaConf.to_container(cfg.adapter, resolve=True) if "adapter" in cfg else {}
     summary = {
         "status": "failed",

@@ -68,17 +68,20 @@ class ResourceMonitor(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, value in self.summary(trainer).items():
             if value is not None:
-                pl_module.log(f"perf/{name}", float(value), sync_dist=False)
+                # every rank measures itself; rank 0's numbers stand for the run
+                pl_module.log(f"perf/{name}", float(value), rank_zero_only=True)
 
     def summary(self, trainer: L.Trainer | None = None) -> dict[str, float | None]:
-        """Mean step time (ms), throughput and peak memory (MiB) measured so far."""
+        """Mean step time (ms), throughput of all ranks and this rank's peak memory (MiB)."""
         total = sum(self.step_times)
+        # data-parallel ranks each process their own batches in the same step time
+        ranks = trainer.world_size if trainer is not None else 1
         peak = self.peak_rss
         if trainer is not None and self._on_gpu(trainer):
             peak = torch.cuda.max_memory_allocated(trainer.strategy.root_device)
         return {
             "step_time_ms": 1000 * total / len(self.step_times) if self.step_times else None,
-            "samples_per_s": self.samples / total if total else None,
-            "tokens_per_s": self.tokens / total if total and self.tokens else None,
+            "samples_per_s": ranks * self.samples / total if total else None,
+            "tokens_per_s": ranks * self.tokens / total if total and self.tokens else None,
             "peak_memory_mib": peak / 2**20 if peak else None,
         }

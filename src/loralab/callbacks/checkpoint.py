@@ -1,0 +1,39 @@
+"""Checkpoints that a kill can never leave half-written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+def temporary_path(filepath: str | os.PathLike) -> Path:
+    """A hidden name in the same folder, so the final os.replace is an atomic rename."""
+    path = Path(filepath)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint that writes each file under a temporary name, then renames it.
+
+    Lightning writes a checkpoint in place: a SIGKILL (or an out-of-memory kill, a node
+    failure) during the write leaves a truncated `last.ckpt` that no run can resume from.
+    Here the old file stays intact until the new one is complete; a kill leaves at worst a
+    stray `.last.ckpt.<pid>.tmp` that nothing reads.
+    """
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = temporary_path(filepath)
+        tmp = Path(trainer.strategy.broadcast(str(tmp)))  # one name on every rank
+        try:
+            super()._save_checkpoint(trainer, str(tmp))
+            if trainer.is_global_zero:
+                os.replace(tmp, filepath)
+        finally:
+            if trainer.is_global_zero:
+                tmp.unlink(missing_ok=True)
+        trainer.strategy.barrier("AtomicModelCheckpoint")
+        # the parent recorded the temporary name; the file now lives under its real one
+        self._last_checkpoint_saved = filepath

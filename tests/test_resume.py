@@ -1,0 +1,169 @@
+"""Crash-safe runs: atomic checkpoints, `ckpt_path=last`, exact resume after SIGKILL, and a
+NaN loss that stops the run and leaves the last good checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from safetensors.torch import load_file
+from tests.conftest import compose_config, run_cli
+
+from loralab.config import project_root
+from loralab.resume import check_resume_config, resolve_ckpt_path
+from loralab.runner import ConfigError, run_guarded
+from loralab.train import train
+
+QUIET = [
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+    "logger=[]",
+]
+
+
+def test_ckpt_path_last_is_the_newest_last_ckpt_of_the_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hydra.run.dir"):
+        resolve_ckpt_path("last", tmp_path)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    older, newer = folder / "last-v1.ckpt", folder / "last.ckpt"
+    older.write_bytes(b"x")
+    newer.write_bytes(b"x")
+    os.utime(older, (time.time() + 60, time.time() + 60))
+    assert resolve_ckpt_path("last", tmp_path) == str(older)
+    assert resolve_ckpt_path(str(newer), "/elsewhere") == str(newer)
+    assert resolve_ckpt_path(None, tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="ckpt_path"):
+        resolve_ckpt_path(str(tmp_path / "absent.ckpt"), tmp_path)
+
+
+def test_resuming_under_another_adapter_config_fails_in_one_sentence(train_cfg, tmp_path):
+    saved = train_cfg("adapter.rank=8")
+    path = tmp_path / "last.ckpt"
+    from loralab.runner import to_plain
+
+    torch.save({"loralab_config": to_plain(saved)}, path)
+    check_resume_config(str(path), train_cfg("adapter.rank=8", "trainer.max_epochs=3"))
+    with pytest.raises(ConfigError, match=r"adapter\.rank \(8, now 4\).*adapter\.rank=8"):
+        check_resume_config(str(path), train_cfg("adapter.rank=4"))
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(
+    train_cfg, pretrained_backbone, monkeypatch
+):
+    """The third save dies half-way through its file; last.ckpt is still the second one."""
+    original = TorchCheckpointIO.save_checkpoint
+    calls = []
+
+    def dying_save(self, checkpoint, path, storage_options=None):  # noqa: ANN001
+        calls.append(path)
+        if len(calls) == 3:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise OSError("disk full")
+        return original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", dying_save)
+    cfg = train_cfg(
+        f"model.checkpoint={pretrained_backbone}",
+        "callbacks.step_checkpoint.every_n_train_steps=1",
+        *QUIET,
+    )
+    with pytest.raises(OSError, match="disk full"):
+        train(cfg)
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no stray temporary file
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
+def test_nonfinite_loss_stops_the_run_naming_the_step(train_cfg, pretrained_backbone, capsys):
+    """A diverging learning rate: the step's loss is NaN; last.ckpt keeps finite weights."""
+    cfg = train_cfg(
+        "adapter=full",
+        "adapter.lr=1e6",
+        f"model.checkpoint={pretrained_backbone}",
+        "callbacks.step_checkpoint.every_n_train_steps=1",
+        *QUIET,
+    )
+    with pytest.raises(SystemExit) as stopped:
+        run_guarded(train, cfg)
+    assert stopped.value.code == 1
+    out = Path(cfg.paths.output_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith(
+        "NonFiniteLossError: the training loss is nan at global step"
+    )
+    assert str(out / "checkpoints" / "last.ckpt") in summary["error"]
+    step = int(summary["error"].split("global step ")[1].split(" ")[0])
+    error_lines = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")
+    ]
+    assert len(error_lines) == 1 and "adapter.lr" in error_lines[0]
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == step  # the update that produced the NaN loss never happened
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_ckpt_path_last_gives_the_uninterrupted_result(
+    tmp_path, pretrained_backbone
+):
+    """Kill a real run with SIGKILL after its first mid-epoch last.ckpt, resume it in its own
+    folder with ckpt_path=last, and compare with a run that was never interrupted.
+
+    Weights, optimizer, schedule and data position are restored, so the trained adapter and
+    every val/test metric are identical. (Epoch aggregates of train metrics are not: their
+    running sums over the interrupted epoch's first part are not in the checkpoint.)
+    """
+    steps_per_epoch = 512 // 16
+    overrides = [
+        f"model.checkpoint={pretrained_backbone}",
+        "data.n_train=512",
+        "data.n_val=64",
+        "data.n_test=64",
+        "data.batch_size=16",
+        "trainer.max_epochs=1",
+        "callbacks.step_checkpoint.every_n_train_steps=8",
+        *QUIET,
+    ]
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "LORALAB_ROOT": project_root()}
+    command = [sys.executable, "-m", "loralab.train", *overrides, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(
+        command, cwd=project_root(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = torch.load(last, weights_only=False)["global_step"]
+    assert 0 < killed_at < steps_per_epoch and killed_at % 8 == 0  # a mid-epoch checkpoint
+    assert not (run_dir / "summary.json").exists()
+
+    run_cli("loralab.train", *overrides, "ckpt_path=last", f"hydra.run.dir={run_dir}")
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    reference = train(compose_config("train", overrides, tmp_path / "reference"))
+
+    assert resumed["status"] == "completed" and resumed["global_step"] == steps_per_epoch
+    for key in ("val/acc", "val/loss", "test/acc", "test/loss"):
+        assert resumed["metrics"][key] == pytest.approx(reference[key], abs=1e-6), key
+    adapter = load_file(run_dir / "adapter.safetensors")
+    expected = load_file(tmp_path / "reference" / "adapter.safetensors")
+    assert adapter.keys() == expected.keys()
+    for name, tensor in adapter.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6)
