@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import run_cli
+from tests.conftest import compose_config, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +25,11 @@ def test_multirun_over_two_ranks(tmp_path, pretrained_backbone):
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
     assert [s["rank"] for s in summaries] == [1, 4]
     assert [s["run_name"] for s in summaries] == ["lora_r1_a16_qv", "lora_r4_a16_qv"]
-    head = 64 * 2 + 2
+    net = compose_config("train", [], tmp_path).model.net
+    head = net.d_model * 2 + 2
     for s in summaries:
         assert s["status"] == "completed"
-        assert s["trainable_params"] == 2 * 2 * s["rank"] * 128 + head
+        assert s["trainable_params"] == net.n_layers * 2 * s["rank"] * 2 * net.d_model + head
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,10 @@ def test_lora_run_summary_checkpoint_and_merge_check(train_cfg, pretrained_backb
     summary = _summary(cfg)
     out = Path(cfg.paths.output_dir)
 
-    # r * (d_in + d_out) per q and v layer, 2 layers, d_model 64; plus the 2-class head
-    lora = 2 * 2 * 8 * (64 + 64)
-    head = 64 * 2 + 2
+    # r * (d_in + d_out) per q and v layer of every block; plus the 2-class head
+    d, n_layers = cfg.model.net.d_model, cfg.model.net.n_layers
+    lora = n_layers * 2 * 8 * (d + d)
+    head = d * 2 + 2
     assert summary["trainable_params"] == lora + head
     assert summary["status"] == "completed"
     assert (summary["adapter"], summary["rank"], summary["alpha"]) == ("lora", 8, 16)

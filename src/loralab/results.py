@@ -59,5 +59,6 @@ def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, fl
     """One HPARAMS entry per run, with its final metrics, so TensorBoard compares runs."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(_hparams(cfg), metrics=dict(metrics))
+            # at the last step: logged at step 0, the final values would bend every curve back
+            logger.log_hyperparams(_hparams(cfg), metrics=dict(metrics), step=trainer.global_step)
             logger.finalize("success")

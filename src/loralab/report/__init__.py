@@ -1,0 +1,10 @@
+"""The comparison report of a sweep: `python -m loralab.report [SWEEP_DIR]`.
+
+collect (summaries + event files) -> quality metric -> rank analysis -> figures + findings
+-> SWEEP_DIR/report.md with the PNGs beside it.
+"""
+
+from loralab.report.build import build_report
+from loralab.report.collect import Run, collect_runs, newest_sweep
+
+__all__ = ["Run", "build_report", "collect_runs", "newest_sweep"]

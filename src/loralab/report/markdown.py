@@ -1,0 +1,128 @@
+"""The report's tables, as Markdown: the run table, failed runs and the rank analysis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loralab.report.collect import Run
+from loralab.report.quality import Quality
+from loralab.report.ranks import RankAnalysis, SubspaceComparison
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; `|` inside a cell is escaped."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+
+
+def fmt_count(n: Any) -> str:
+    return f"{int(n):,}" if isinstance(n, int | float) else "–"
+
+
+def fmt_bytes(n: Any) -> str:
+    if not isinstance(n, int | float):
+        return "–"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_number(n: Any, digits: int = 1) -> str:
+    return f"{n:.{digits}f}" if isinstance(n, int | float) else "–"
+
+
+def fmt_plain(n: Any) -> str:
+    """16 -> '16', 0.5 -> '0.5'."""
+    return f"{n:g}" if isinstance(n, int | float) else "–"
+
+
+def fmt_percent(n: Any) -> str:
+    if not isinstance(n, int | float):
+        return "–"
+    return f"{n:.2f}%" if n < 10 else f"{n:.1f}%"
+
+
+def fmt_targets(targets: Any) -> str:
+    if not targets:
+        return "–"
+    return ",".join(str(t) for t in targets) if isinstance(targets, list) else str(targets)
+
+
+# summary fields some runs add (e.g. QLoRA's quantised base): a column when any run has one
+EXTRA_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "base_weight_bytes": ("base weights", fmt_bytes),
+}
+
+
+def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
+    """(header, cell of a run) for every column of the run table."""
+    return [
+        ("run", lambda r: r.name),
+        ("adapter", lambda r: str(r.get("adapter") or "–")),
+        ("rank", lambda r: fmt_plain(r.get("rank"))),
+        ("alpha", lambda r: fmt_plain(r.get("alpha"))),
+        ("targets", lambda r: fmt_targets(r.get("targets"))),
+        ("trainable params", lambda r: fmt_count(r.get("trainable_params"))),
+        ("% of total", lambda r: fmt_percent(r.get("trainable_percent"))),
+        (f"best val {quality.name}", lambda r: quality.format(quality.best_val(r))),
+        (f"test {quality.name}", lambda r: quality.format(quality.test_value(r))),
+        ("peak memory (MiB)", lambda r: fmt_number(r.get("peak_memory_mib"), 0)),
+        ("step time (ms)", lambda r: fmt_number(r.get("step_time_ms"))),
+        ("checkpoint", lambda r: fmt_bytes(r.get("checkpoint_bytes"))),
+    ]
+
+
+def run_table(runs: Sequence[Run], quality: Quality) -> str:
+    """One row per run, failed runs included; extra columns for fields some runs add."""
+    columns = _columns(quality)
+    for key, (header, fmt) in EXTRA_COLUMNS.items():
+        if any(r.get(key) is not None for r in runs):
+            columns.append((header, lambda r, key=key, fmt=fmt: fmt(r.get(key))))
+    columns.append(("status", lambda r: r.status))
+    rows = [[cell(run) for _, cell in columns] for run in runs]
+    return table([header for header, _ in columns], rows)
+
+
+def failed_table(runs: Sequence[Run]) -> str | None:
+    failed = [r for r in runs if not r.completed]
+    if not failed:
+        return None
+    rows = []
+    for run in failed:
+        error = str(run.get("error") or "no error recorded").splitlines()[0]
+        rows.append([run.job, run.name, error[:240]])
+    return table(["folder", "run", "error"], rows)
+
+
+def energy_table(analysis: RankAnalysis) -> str | None:
+    """Rows: modules; columns: runs; cells: '90% rank / 99% rank' of that run's update."""
+    modules = sorted({m for ranks in analysis.ranks.values() for m in ranks})
+    if not modules:
+        return None
+    rows = []
+    for module in modules:
+        profiles = [ranks.get(module) for ranks in analysis.ranks.values()]
+        size = next(p.full_rank for p in profiles if p is not None)
+        cells = [f"{p.rank90} / {p.rank99}" if p else "–" for p in profiles]
+        rows.append([module, str(size), *cells])
+    return table(["module", "full rank", *analysis.ranks], rows)
+
+
+def subspace_table(comparison: SubspaceComparison) -> str:
+    """phi at three (i, j) corners per module, with what random subspaces would give."""
+    small, large = comparison.small_rank, comparison.large_rank
+    rows = []
+    for module, grid in comparison.grids.items():
+        d = comparison.input_dim[module]
+        i_max, j_max = grid.shape
+        top = f"{grid[0, 0]:.2f} ({1 / d:.2f})"
+        same_size = f"{grid[i_max - 1, i_max - 1]:.2f} ({i_max / d:.2f})"
+        inside = f"{grid[i_max - 1, j_max - 1]:.2f} ({j_max / d:.2f})"
+        rows.append([module, top, same_size, inside])
+    header = ["module", "phi(1, 1)", f"phi({small}, {small})", f"phi({small}, {large})"]
+    return table(header, rows) + "\n\nIn brackets: the expected value for random subspaces."

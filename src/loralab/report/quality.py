@@ -1,0 +1,70 @@
+"""Which number says how good a run is: accuracy if the runs have it, else perplexity or loss.
+
+Classification runs log val/acc and test/acc (higher is better); language-model runs log
+val/ppl and test/ppl (lower is better). The report compares runs on whichever they have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from loralab.report.collect import Run
+
+
+@dataclass(frozen=True)
+class Quality:
+    name: str
+    val: str
+    test: str
+    higher_is_better: bool
+    # accuracies are shown in percent and compared in points
+    percent: bool
+
+    def best_val(self, run: Run) -> float | None:
+        """The best validation value: the logged `<val>_best`, else the best point of the curve."""
+        logged = run.metric(f"{self.val}_best")
+        if logged is not None:
+            return logged
+        curve = [value for _, value in run.curves.get(self.val, [])]
+        if curve:
+            return max(curve) if self.higher_is_better else min(curve)
+        return run.metric(self.val)
+
+    def test_value(self, run: Run) -> float | None:
+        return run.metric(self.test)
+
+    def format(self, value: float | None) -> str:
+        if value is None:
+            return "–"
+        return f"{100 * value:.1f}%" if self.percent else f"{value:.3g}"
+
+    def gap(self, value: float, reference: float) -> float:
+        """How much worse `value` is than `reference`: points for accuracy, else raw units."""
+        worse = reference - value if self.higher_is_better else value - reference
+        return 100 * worse if self.percent else worse
+
+    def describe_gap(self, value: float, reference: float) -> str:
+        """'0.6 points below', '1.2 above' (in accuracy points or raw units)."""
+        gap = self.gap(value, reference)
+        if abs(gap) < (0.05 if self.percent else 1e-3 * abs(reference)):
+            return "level with"
+        size = f"{abs(gap):.1f} points" if self.percent else f"{abs(gap):.2g} {self.name}"
+        return f"{size} {'worse than' if gap > 0 else 'better than'}"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+
+ACCURACY = Quality("accuracy", "val/acc", "test/acc", higher_is_better=True, percent=True)
+PERPLEXITY = Quality("perplexity", "val/ppl", "test/ppl", higher_is_better=False, percent=False)
+LOSS = Quality("loss", "val/loss", "test/loss", higher_is_better=False, percent=False)
+
+
+def choose_quality(runs: Sequence[Run]) -> Quality:
+    """Accuracy if any run logged it, else perplexity, else loss."""
+    for quality in (ACCURACY, PERPLEXITY):
+        for run in runs:
+            if run.metric(quality.val) is not None or run.metric(quality.test) is not None:
+                return quality
+    return LOSS

@@ -1,0 +1,133 @@
+"""The report's rank analysis: the energy ranks of every analysable run's weight updates,
+and the subspace similarity of a small-rank and a large-rank LoRA adapter."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import Tensor
+
+from loralab.analysis import (
+    UpdateRank,
+    analyse_update,
+    full_finetuning_updates,
+    lora_updates,
+    similarity_grid,
+)
+from loralab.report.collect import Run
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILE = "adapter.safetensors"
+# the LoRA paper compares r=8 with r=64; our rank_sweep stops at 32
+PREFERRED_PAIR = (8, 32)
+
+
+@dataclass
+class SubspaceComparison:
+    """phi(i, j) grids between the adapters of two LoRA runs, per module both adapt."""
+
+    small: str
+    large: str
+    small_rank: int
+    large_rank: int
+    grids: dict[str, Tensor]
+    input_dim: dict[str, int]
+
+
+@dataclass
+class RankAnalysis:
+    # run label -> module -> rank profile of its update
+    ranks: dict[str, dict[str, UpdateRank]] = field(default_factory=dict)
+    # run label -> "full" / "lora"
+    kinds: dict[str, str] = field(default_factory=dict)
+    subspace: SubspaceComparison | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_updates(run: Run) -> dict[str, Tensor] | None:
+    """The weight updates of a completed run, or None (with a logged reason) if unreadable."""
+    try:
+        if run.is_full:
+            ckpt, base = run.get("checkpoint_path"), run.get("base_checkpoint")
+            if not ckpt or not base or not Path(ckpt).is_file() or not Path(base).is_file():
+                return None
+            return full_finetuning_updates(ckpt, base)
+        adapter_file = run.dir / ADAPTER_FILE
+        if not run.is_adapter or not adapter_file.is_file():
+            return None
+        return lora_updates(adapter_file)
+    except Exception as error:  # noqa: BLE001 - one unreadable run must not sink the report
+        log.warning("rank analysis skips %s: %s", run.dir, error)
+        return None
+
+
+def unique_labels(runs: Sequence[Run]) -> dict[str, Run]:
+    """Run name -> run; a name seen twice (e.g. a seed grid) gets its job number appended."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.name] = counts.get(run.name, 0) + 1
+    return {(run.name if counts[run.name] == 1 else f"{run.name}#{run.job}"): run for run in runs}
+
+
+def analyse_runs(runs: Sequence[Run]) -> RankAnalysis:
+    """Energy ranks of every completed run's updates; subspace similarity of one LoRA pair."""
+    analysis = RankAnalysis()
+    updates: dict[str, dict[str, Tensor]] = {}
+    for label, run in unique_labels([r for r in runs if r.completed]).items():
+        deltas = run_updates(run)
+        if not deltas:
+            if run.is_full:
+                analysis.notes.append(
+                    f"{label}: no checkpoint or base checkpoint to diff, so no full-FT update."
+                )
+            continue
+        updates[label] = deltas
+        analysis.kinds[label] = "full" if run.is_full else "lora"
+        analysis.ranks[label] = {module: analyse_update(d) for module, d in deltas.items()}
+    analysis.subspace = compare_subspaces(runs, updates)
+    return analysis
+
+
+def pick_pair(ranked: dict[str, int]) -> tuple[str, str] | None:
+    """r=8 and r=32 if both ran, else the smallest and the largest rank."""
+    by_rank = {rank: label for label, rank in reversed(list(ranked.items()))}
+    small, large = PREFERRED_PAIR
+    if small in by_rank and large in by_rank:
+        return by_rank[small], by_rank[large]
+    if len(by_rank) < 2:
+        return None
+    return by_rank[min(by_rank)], by_rank[max(by_rank)]
+
+
+def compare_subspaces(
+    runs: Sequence[Run], updates: dict[str, dict[str, Tensor]]
+) -> SubspaceComparison | None:
+    labelled = unique_labels([r for r in runs if r.completed])
+    ranked = {
+        label: int(labelled[label].get("rank"))
+        for label in updates
+        if labelled[label].is_adapter and labelled[label].get("rank") is not None
+    }
+    pair = pick_pair(ranked)
+    if pair is None:
+        return None
+    small, large = pair
+    modules = sorted(updates[small].keys() & updates[large].keys())
+    if not modules:
+        return None
+    r_small, r_large = ranked[small], ranked[large]
+    return SubspaceComparison(
+        small=small,
+        large=large,
+        small_rank=r_small,
+        large_rank=r_large,
+        grids={
+            m: similarity_grid(updates[small][m], updates[large][m], r_small, r_large)
+            for m in modules
+        },
+        input_dim={m: int(updates[small][m].shape[1]) for m in modules},
+    )
