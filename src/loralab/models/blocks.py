@@ -27,6 +27,15 @@ def build_attn_mask(key_padding_mask: Tensor, causal: bool) -> Tensor:
     return allowed | eye
 
 
+def init_small_normal(module: nn.Module) -> None:
+    """GPT-2 style init for `model.apply`: small normal weights keep the residual stream well
+    scaled at init, whatever the depth."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head self-attention on top of `F.scaled_dot_product_attention`."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from loralab.models.blocks import TransformerBlock
+from loralab.models.blocks import TransformerBlock, init_small_normal
 
 POOLINGS = ("mean", "cls")
 
@@ -44,15 +44,7 @@ class TransformerEncoderClassifier(nn.Module):
         )
         self.ln_f = nn.LayerNorm(d_model)
         self.classifier = nn.Linear(d_model, num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # GPT-2 style: small normal weights keep the residual stream well scaled at init
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(init_small_normal)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """input_ids [B, T] -> logits [B, num_classes]; attention_mask is 1/True for real tokens."""

@@ -1,0 +1,63 @@
+"""Autoregressive sampling from any `model(input_ids) -> logits [B, T, V]`, reproducibly.
+
+Shared by `python -m loralab.generate` and the TensorBoard text-sample callback. Random
+draws come from an explicit `torch.Generator` on the CPU, so the same seed gives the same
+text whatever else the process does with the global RNG, and on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from loralab.tasks.classification import logits_of
+
+
+def pick_next(
+    logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> Tensor:
+    """One next-token id per row of `logits` [B, V]: greedy at temperature 0, else sampled
+    from softmax(logits / temperature) restricted to the top_k most likely tokens."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1).cpu()  # the generator lives on the CPU
+    return torch.multinomial(probs, 1, generator=generator).to(logits.device)
+
+
+@torch.no_grad()
+def sample_ids(
+    model: nn.Module,
+    prompt_ids: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = 0,
+) -> Tensor:
+    """Continue a 1-D prompt by `max_new_tokens` ids; returns only the new ids.
+
+    The context is cropped to `max_len - 1` tokens of a model with learned positions: the
+    last position is the one training taught least (no later token ever attends to it), and
+    an adapted model whose position embeddings stayed frozen predicts visibly worse there.
+    The model runs in eval mode and is left in the mode it was in.
+    """
+    if prompt_ids.ndim != 1 or len(prompt_ids) == 0:
+        raise ValueError("the prompt must be at least one token; pass a non-empty prompt")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    max_len = getattr(model, "max_len", None)
+    context = max(1, max_len - 1) if max_len else None
+    device = next(model.parameters()).device
+    ids = prompt_ids.to(device)[None]
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            window = ids[:, -context:] if context else ids
+            logits = logits_of(model(window))[:, -1, :]
+            ids = torch.cat([ids, pick_next(logits, temperature, top_k, generator)], dim=1)
+    finally:
+        model.train(was_training)
+    return ids[0, len(prompt_ids) :].cpu()
