@@ -25,15 +25,23 @@ GROUPS = [
 ]
 
 
+# options that need a matching choice of another group (char data needs a language model)
+COMPANIONS = {"data=char_text": ["model=tiny_gpt", "task=language_modeling"]}
+
+
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+
+
+def with_companions(choice: str) -> list[str]:
+    return [choice, *COMPANIONS.get(choice, [])]
 
 
 @pytest.mark.parametrize(
     ("group", "option"), [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
 )
 def test_every_option_composes_and_resolves(group, option, tmp_path):
-    cfg = compose_config("train", [f"{group}={option}"], tmp_path)
+    cfg = compose_config("train", with_companions(f"{group}={option}"), tmp_path)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["run_name"]
 
@@ -47,13 +55,14 @@ def test_required_options_exist():
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_options_build_and_agree_on_num_classes(data, tmp_path):
-    cfg = compose_config(
-        "train", [f"data={data}", "data.n_train=64", "data.n_val=32", "data.n_test=32"], tmp_path
-    )
+    sizes = ["data.n_train=64", "data.n_val=32", "data.n_test=32"]
+    cfg = compose_config("train", [*with_companions(f"data={data}"), *sizes], tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
-    assert int(batch["labels"].max()) < cfg.data.num_classes
+    # a language model's labels are next-token ids: it classifies over the vocabulary
+    n_classes = cfg.data.num_classes if "num_classes" in cfg.data else cfg.data.vocab_size
+    assert int(batch["labels"].max()) < n_classes
 
 
 @pytest.mark.parametrize("adapter", options("adapter"))

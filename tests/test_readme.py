@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from tests.conftest import TINY, compose_config
 
 from loralab.config import project_root
 from loralab.train import train
-from tests.conftest import TINY, compose_config
 
 README = Path(project_root()) / "README.md"
 MAKEFILE = Path(project_root()) / "Makefile"

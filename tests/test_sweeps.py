@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import hydra
@@ -17,7 +18,6 @@ from tests.conftest import TINY, compose_config, run_cli
 
 from hydra_plugins.loralab_sweeper import optuna_sweeper
 from hydra_plugins.loralab_sweeper.points_sweeper import (
-    PointsSweeper,
     expand_points,
     select_points,
 )
@@ -59,7 +59,13 @@ def test_only_selects_points_in_the_experiments_order_and_rejects_unknown_names(
 
 
 def test_sweeper_parses_the_command_line_grid_and_batches_jobs():
-    sweeper = PointsSweeper(max_batch_size=3, points={"a": ["x=1"], "b": ["x=2"]})
+    # Hydra's plugin scan (run by earlier tests) re-executes plugin modules; take the class
+    # it registered, whose BasicSweeper base is the one hydra now uses
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    module = sys.modules["hydra_plugins.loralab_sweeper.points_sweeper"]
+    sweeper = module.PointsSweeper(max_batch_size=3, points={"a": ["x=1"], "b": ["x=2"]})
     overrides = OverridesParser.create().parse_overrides(["seed=1,2", "debug=limit"])
     batches = sweeper.split_arguments(overrides, 3)
     assert [len(b) for b in batches] == [3, 1]

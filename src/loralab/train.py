@@ -21,12 +21,14 @@ from loralab.instantiate import instantiate_callbacks, instantiate_loggers
 from loralab.lora import (
     AdapterReport,
     apply_adapter,
+    base_weight_bytes,
     count_parameters,
     format_parameter_table,
     save_adapter,
 )
 from loralab.models import save_backbone
 from loralab.results import log_final_hparams, log_parameter_counts
+from loralab.resume import resume_checkpoint
 from loralab.runner import run_guarded, to_plain
 from loralab.summary import adapter_fields, file_size, write_summary
 
@@ -47,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resume_checkpoint(cfg)  # ckpt_path=last: this run folder's newest last.ckpt
     datamodule, task, report = build_run(cfg)
     log.info("%s\n%s", report.summary(), format_parameter_table(task.model))
 
@@ -60,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     if cfg.get("train"):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer))
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test"):
@@ -118,6 +121,7 @@ def build_summary(
         "seed": cfg.get("seed"),
         "trainable_params": counts.trainable,
         "total_params": counts.total,
+        **base_weight_bytes(model),  # stored bytes of the base weights, and as float32
         "trainable_percent": counts.percent,
         "metrics": metrics,
         "global_step": trainer.global_step,

@@ -1,7 +1,20 @@
 """Lightning callbacks: measurement and checks that stay out of the task modules."""
 
+from loralab.callbacks.checkpoint import AtomicModelCheckpoint
 from loralab.callbacks.merge_check import MergeCheck
+from loralab.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from loralab.callbacks.resources import ResourceMonitor
+from loralab.callbacks.resume import RestoreDataPosition
 from loralab.callbacks.run_config import EmbedRunConfig
+from loralab.callbacks.text_samples import TextSamples
 
-__all__ = ["EmbedRunConfig", "MergeCheck", "ResourceMonitor"]
+__all__ = [
+    "AtomicModelCheckpoint",
+    "EmbedRunConfig",
+    "MergeCheck",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "ResourceMonitor",
+    "RestoreDataPosition",
+    "TextSamples",
+]

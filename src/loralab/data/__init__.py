@@ -1,6 +1,14 @@
 """Data modules that yield {"input_ids", "attention_mask", "labels"} batch dicts."""
 
+from loralab.data.char_text import CharTextDataModule
 from loralab.data.dataset import TensorDictDataset
 from loralab.data.synthetic import SyntheticDataModule, make_token_dataset
+from loralab.data.text import TextClassificationDataModule
 
-__all__ = ["SyntheticDataModule", "TensorDictDataset", "make_token_dataset"]
+__all__ = [
+    "CharTextDataModule",
+    "SyntheticDataModule",
+    "TensorDictDataset",
+    "TextClassificationDataModule",
+    "make_token_dataset",
+]

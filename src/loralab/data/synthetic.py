@@ -20,9 +20,10 @@ from torch import Generator, Tensor
 from torch.utils.data import DataLoader
 
 from loralab.data.dataset import TensorDictDataset
+from loralab.data.resumable import resumable_loader
 
 # Per-sample probability that a token comes from the sample's own half / group.
-DEFAULT_P = {"low_high": (0.55, 0.8), "majority_group": (0.3, 0.6)}
+DEFAULT_P = {"low_high": (0.55, 0.8), "majority_group": (0.3, 0.6), "group_parity": (0.3, 0.6)}
 RULES = tuple(DEFAULT_P)
 SPLITS = ("train", "val", "test")
 
@@ -87,8 +88,16 @@ def sample_majority_group(mask: Tensor, bounds: Tensor, g: Generator, p_min: flo
     return tokens, labels
 
 
+def sample_group_parity(mask: Tensor, bounds: Tensor, g: Generator, p_min: float, p_max: float):
+    """Majority-group sequences labelled by the parity of the dominant group's index: a second
+    binary task over the same vocabulary (e.g. for a second adapter on the same base)."""
+    tokens, groups = sample_majority_group(mask, bounds, g, p_min, p_max)
+    return tokens, groups % 2
+
+
 SAMPLERS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
     "low_high": sample_low_high,
+    "group_parity": sample_group_parity,
     "majority_group": sample_majority_group,
 }
 
@@ -172,7 +181,7 @@ class SyntheticDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return 2 if self.hparams.rule == "low_high" else self.hparams.n_groups
+        return self.hparams.n_groups if self.hparams.rule == "majority_group" else 2
 
     def split_seed(self, split: str) -> int:
         # 3 * seed + i never collides across splits, nor across different base seeds
@@ -198,16 +207,13 @@ class SyntheticDataModule(L.LightningDataModule):
             )
 
     def loader(self, split: str, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        # a seeded generator makes the shuffle order part of the run's seed
-        generator = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
-        return DataLoader(
+        # the shuffle order is a function of (seed, epoch), and a resumed run continues mid-epoch
+        return resumable_loader(
             self.splits[split],
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
-            generator=generator,
-            num_workers=workers,
-            persistent_workers=workers > 0,
+            seed=self.hparams.seed,
+            num_workers=self.hparams.num_workers,
         )
 
     def train_dataloader(self) -> DataLoader:

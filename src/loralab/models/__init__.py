@@ -9,11 +9,13 @@ from loralab.models.checkpoint import (
     save_backbone,
 )
 from loralab.models.encoder import TransformerEncoderClassifier
+from loralab.models.gpt import TinyGPT
 
 __all__ = [
     "BackboneCheckpointError",
     "FeedForward",
     "MultiHeadAttention",
+    "TinyGPT",
     "TransformerBlock",
     "TransformerEncoderClassifier",
     "build_backbone",
