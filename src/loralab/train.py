@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         summary["wall_time_s"] = time.perf_counter() - started
         write_summary(cfg.paths.output_dir, summary)
         log_final_hparams(trainer, cfg, metrics)
-        log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+        log.info("final metrics: %s", {k: float(f"{v:.4g}") for k, v in sorted(metrics.items())})
     return metrics
 
 
