@@ -22,7 +22,7 @@ from loralab import config as _config  # noqa: F401 - registers the config resol
 from loralab.lora import MultiAdapterModel
 from loralab.runner import run_guarded
 from loralab.summary import write_json_atomic
-from loralab.tasks.classification import logits_of
+from loralab.tasks.base import logits_of
 
 NO_ADAPTER = "none"
 

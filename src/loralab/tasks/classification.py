@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
-import lightning as L
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from loralab.tasks.optim import build_optimizer, fill_frozen_tensors, keep_trained_tensors_only
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+from loralab.tasks.base import AdapterBlindTask, OptimizerFactory
 
 
-def logits_of(output: Any) -> Tensor:
-    """Our backbones return logits; Hugging Face models return an object holding them."""
-    return output.logits if hasattr(output, "logits") else output
-
-
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(AdapterBlindTask):
     """Cross-entropy training of `model(**inputs) -> logits` on whatever requires grad.
 
     Full fine-tuning and every adapter look the same from here: the adapter decided which
@@ -37,20 +25,12 @@ class ClassificationTask(L.LightningModule):
         warmup_ratio: float = 0.0,
         cosine: bool = False,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.optimizer_factory = optimizer
-        self.warmup_ratio = warmup_ratio
-        self.cosine = cosine
+        super().__init__(model, optimizer, warmup_ratio, cosine)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return logits_of(self.model(**inputs))
 
     def _shared_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         logits = self(batch)
@@ -86,13 +66,3 @@ class ClassificationTask(L.LightningModule):
         self.test_acc(preds, batch["labels"])
         self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
-
-    def configure_optimizers(self) -> Any:
-        return build_optimizer(self, self.optimizer_factory, self.warmup_ratio, self.cosine)
-
-    # Checkpoints hold what training changed: adapters (+ trained heads) for LoRA, all for full.
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trained_tensors_only(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        fill_frozen_tensors(self, checkpoint)

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
-import lightning as L
+import torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from loralab.tasks.classification import logits_of
-from loralab.tasks.optim import build_optimizer, fill_frozen_tensors, keep_trained_tensors_only
+from loralab.tasks.base import AdapterBlindTask, OptimizerFactory
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 IGNORE_INDEX = -100  # label of a position that has no next token to predict (padding)
 
 
-class LanguageModelingTask(L.LightningModule):
+class LanguageModelingTask(AdapterBlindTask):
     """Next-token cross-entropy of `model(input_ids) -> logits [B, T, V]` on whatever trains.
 
     Logs train/loss, val/loss, val/ppl, test/loss, test/ppl (perplexity = exp of the mean
@@ -35,17 +32,9 @@ class LanguageModelingTask(L.LightningModule):
         cosine: bool = False,
         log_start_ppl: bool = True,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.optimizer_factory = optimizer
-        self.warmup_ratio = warmup_ratio
-        self.cosine = cosine
+        super().__init__(model, optimizer, warmup_ratio, cosine)
         self.log_start_ppl = log_start_ppl
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return logits_of(self.model(**inputs))
 
     def token_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
         """Mean cross-entropy over the batch's predicted tokens, and how many there were."""
@@ -97,16 +86,6 @@ class LanguageModelingTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log("test/ppl", perplexity(self.test_loss.compute()))
-
-    def configure_optimizers(self) -> Any:
-        return build_optimizer(self, self.optimizer_factory, self.warmup_ratio, self.cosine)
-
-    # Checkpoints hold what training changed: adapters for LoRA, the whole model for full.
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trained_tensors_only(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        fill_frozen_tensors(self, checkpoint)
 
 
 def perplexity(mean_loss: Tensor) -> Tensor:
