@@ -6,7 +6,6 @@ import math
 from collections.abc import Iterable
 
 import torch
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
