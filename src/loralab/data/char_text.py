@@ -13,13 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from loralab.data.corpora import corpus_text
 from loralab.data.dataset import TensorDictDataset
+from loralab.data.resumable import SplitDataModule
 from loralab.data.tokenizer import FORMAT, CharTokenizer
 from loralab.runner import ConfigError
 
@@ -87,7 +86,7 @@ def window_starts(
     return torch.linspace(0, last, count).round().long()
 
 
-class CharTextDataModule(L.LightningDataModule):
+class CharTextDataModule(SplitDataModule):
     """Next-character prediction windows of a text, encoded with a fixed vocabulary."""
 
     def __init__(
@@ -152,27 +151,6 @@ class CharTextDataModule(L.LightningDataModule):
         """A fixed prompt in the style of this text: the start of its validation region."""
         start, _ = self.bounds["val"]
         return self.text[start : start + n_chars]
-
-    def loader(self, split: str, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        generator = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", shuffle=False)
 
     # The vocabulary travels inside every Lightning checkpoint of the run.
     def state_dict(self) -> dict[str, Any]:

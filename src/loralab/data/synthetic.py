@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Generator, Tensor
-from torch.utils.data import DataLoader
 
 from loralab.data.dataset import TensorDictDataset
-from loralab.data.resumable import resumable_loader
+from loralab.data.resumable import SplitDataModule
 
 # Per-sample probability that a token comes from the sample's own half / group.
 DEFAULT_P = {"low_high": (0.55, 0.8), "majority_group": (0.3, 0.6), "group_parity": (0.3, 0.6)}
@@ -147,7 +145,7 @@ def make_token_dataset(
     return tokens.masked_fill(~mask, 0), mask, labels
 
 
-class SyntheticDataModule(L.LightningDataModule):
+class SyntheticDataModule(SplitDataModule):
     """Train/val/test splits of one synthetic rule, from disjoint seeds derived from `seed`."""
 
     def __init__(
@@ -205,22 +203,3 @@ class SyntheticDataModule(L.LightningDataModule):
             self.splits[split] = TensorDictDataset(
                 input_ids=ids, attention_mask=mask, labels=labels
             )
-
-    def loader(self, split: str, shuffle: bool) -> DataLoader:
-        # the shuffle order is a function of (seed, epoch), and a resumed run continues mid-epoch
-        return resumable_loader(
-            self.splits[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            seed=self.hparams.seed,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", shuffle=False)

@@ -17,12 +17,11 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from loralab.data import text_source as source
+from loralab.data.resumable import SplitDataModule
 from loralab.runner import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class PadToLongest:
         return dict(self.pad(rows))
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(SplitDataModule):
     """Train/val/test text classification splits from local files or `dataset_name`."""
 
     def __init__(
@@ -187,33 +186,11 @@ class TextClassificationDataModule(L.LightningDataModule):
         )
 
     @property
-    def collate(self) -> PadToLongest:
+    def collate_fn(self) -> PadToLongest:
         """Pads each batch to its longest row: short sentences cost short sequences."""
         if self._collator is None:
             self._collator = PadToLongest(self.tokenizer)
         return self._collator
-
-    def loader(self, stage: str, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        generator = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
-        return DataLoader(
-            self.splits[stage],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            collate_fn=self.collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", shuffle=False)
 
     # The label mapping travels with every checkpoint (Lightning saves the data module state).
     def state_dict(self) -> dict[str, Any]:
