@@ -40,7 +40,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 install: $(INSTALLED) ## create .venv with the pinned, tested versions
 
 # pretrained again when the backbone's or the pretraining's config changes
-$(PRETRAINED): configs/model/tiny_encoder.yaml configs/experiment/pretrain.yaml | $(INSTALLED)
+$(PRETRAINED): configs/model/tiny_encoder.yaml configs/experiment/pretrain.yaml configs/data/synthetic*.yaml | $(INSTALLED)
 	$(PY) -m loralab.train experiment=pretrain
 
 pretrain: $(INSTALLED) ## pretrain the tiny backbone (checkpoints/tiny_encoder.safetensors)

@@ -46,12 +46,10 @@ def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-@pytest.fixture(scope="session")
-def pretrained_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A backbone pretrained briefly on the majority-group task, as `make pretrain` does."""
+def pretrain_backbone(out: Path, *overrides: str) -> Path:
+    """Pretrain a backbone briefly on the majority-group task, as `make pretrain` does."""
     from loralab.train import train
 
-    out = tmp_path_factory.mktemp("pretrain")
     path = out / "tiny_encoder.safetensors"
     cfg = compose_config(
         "train",
@@ -63,12 +61,19 @@ def pretrained_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "callbacks.progress_bar=null",
             "trainer.enable_progress_bar=false",
             f"save_backbone={path}",
+            *overrides,
         ],
         out / "run",
     )
     train(cfg)
     assert path.is_file()
     return path
+
+
+@pytest.fixture(scope="session")
+def pretrained_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A backbone of the default shape, pretrained briefly: weights to load, not a good model."""
+    return pretrain_backbone(tmp_path_factory.mktemp("pretrain"))
 
 
 def run_cli(module: str, *args: str, cwd: Path | None = None, check: bool = True):

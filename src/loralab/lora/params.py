@@ -41,11 +41,14 @@ def count_parameters(model: nn.Module) -> ParamCount:
 
 
 def base_weight_bytes(model: nn.Module) -> dict[str, int]:
-    """Bytes of the model's own weights as stored, and as they would be in float32.
+    """Bytes of the model's own weights as stored, and as they would be in float32; the same
+    for just the frozen linear weights, the part QLoRA quantizes.
 
     "Own" means everything but the adapter's tensors (A, B, a DoRA magnitude): the frozen
     base, plus any module trained in full. A quantized layer counts its codes and scales,
-    honestly, padding included; its float32 size is out x in x 4 bytes.
+    honestly, padding included; its float32 size is out x in x 4 bytes. Embeddings stay in
+    full precision under QLoRA, so in a small model with a large vocabulary the whole base
+    shrinks far less than its linear layers do.
     """
     layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
     adapter = {id(t) for layer in layers for t in layer.adapter_parameters()}
@@ -61,7 +64,19 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
         if id(tensor) not in codes_and_scales:
             fp32 += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
     fp32 += sum(4 * q.shape.numel() for q in quantized)
-    return {"base_weight_bytes": stored, "base_weight_bytes_fp32": fp32}
+
+    frozen = [
+        m.weight for m in model.modules() if isinstance(m, nn.Linear) and not m.weight.requires_grad
+    ]
+    linear = sum(w.numel() * w.element_size() for w in frozen)
+    linear += sum(q.stored().stored_bytes() for q in quantized)
+    linear_fp32 = sum(4 * w.numel() for w in frozen) + sum(4 * q.shape.numel() for q in quantized)
+    return {
+        "base_weight_bytes": stored,
+        "base_weight_bytes_fp32": fp32,
+        "frozen_linear_bytes": linear,
+        "frozen_linear_bytes_fp32": linear_fp32,
+    }
 
 
 def _parameter_groups(model: nn.Module) -> dict[str, ParamCount]:

@@ -56,6 +56,7 @@ def fmt_targets(targets: Any) -> str:
 # summary fields some runs add (e.g. QLoRA's quantised base): a column when any run has one
 EXTRA_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "base_weight_bytes": ("base weights", fmt_bytes),
+    "frozen_linear_bytes": ("frozen linear weights", fmt_bytes),
 }
 
 
