@@ -1,4 +1,4 @@
-"""Small models and inputs shared by the LoRA-variant tests (not a test module itself)."""
+"""Small models and inputs shared by the LoRA tests (not a test module itself)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,50 @@ def pretend_trained(model: nn.Module, seed: int = 2) -> None:
     for name, param in model.named_parameters():
         if param.requires_grad and "lora_" not in name:
             param.add_(0.1 * torch.randn(param.shape, generator=generator))
+
+
+class ToyAttention(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj = nn.Linear(d, d), nn.Linear(d, d)
+        self.v_proj, self.o_proj = nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.q_proj(x) @ self.k_proj(x).transpose(-1, -2) / x.shape[-1] ** 0.5
+        return self.o_proj(scores.softmax(-1) @ self.v_proj(x))
+
+
+class ToyFeedForward(nn.Module):
+    def __init__(self, d: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class ToyBlock(nn.Module):
+    def __init__(self, d: int, hidden: int) -> None:
+        super().__init__()
+        self.attn, self.ffn = ToyAttention(d), ToyFeedForward(d, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.ffn(x)
+
+
+class ToyTransformer(nn.Module):
+    """Transformer-like blocks on float (batch, seq, d) inputs, mean-pooled into a linear head:
+    the module names of real models (layers.i.attn.q_proj, ffn.fc1, classifier) in a few
+    thousand weights, written out plainly so tests can count them by hand."""
+
+    def __init__(self, d: int = 16, hidden: int = 24, n_layers: int = 2, n_classes: int = 3):
+        super().__init__()
+        self.layers = nn.ModuleList(ToyBlock(d, hidden) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d)
+        self.classifier = nn.Linear(d, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.classifier(self.norm(x).mean(dim=1))

@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tests.adapter_models import ToyTransformer
 from torch import nn
 
 from loralab.lora import (
@@ -26,54 +27,9 @@ from loralab.lora import (
 D, HIDDEN, N_LAYERS, N_CLASSES = 16, 24, 2, 3
 
 
-class Attention(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q_proj, self.k_proj = nn.Linear(D, D), nn.Linear(D, D)
-        self.v_proj, self.o_proj = nn.Linear(D, D), nn.Linear(D, D)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = self.q_proj(x) @ self.k_proj(x).transpose(-1, -2) / D**0.5
-        return self.o_proj(scores.softmax(-1) @ self.v_proj(x))
-
-
-class FeedForward(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(D, HIDDEN), nn.Linear(HIDDEN, D)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.attn, self.ffn = Attention(), FeedForward()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(x)
-        return x + self.ffn(x)
-
-
-class TinyClassifier(nn.Module):
-    """Two transformer-like blocks on (batch, seq, D) inputs, mean-pooled into a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(Block() for _ in range(N_LAYERS))
-        self.norm = nn.LayerNorm(D)
-        self.classifier = nn.Linear(D, N_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return self.classifier(self.norm(x).mean(dim=1))
-
-
-def make_model(seed: int = 0) -> TinyClassifier:
+def make_model(seed: int = 0) -> ToyTransformer:
     torch.manual_seed(seed)
-    return TinyClassifier()
+    return ToyTransformer(D, HIDDEN, N_LAYERS, N_CLASSES)
 
 
 def lora_cfg(**overrides) -> dict:

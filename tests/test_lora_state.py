@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tests.adapter_models import ToyTransformer
 from torch import nn
 
 from loralab.lora import (
@@ -23,33 +24,6 @@ from loralab.lora import (
 )
 from loralab.lora import state as state_module
 
-
-class Block(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.attn = nn.ModuleDict(
-            {p: nn.Linear(d, d) for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
-        )
-        self.ffn = nn.ModuleDict({"fc1": nn.Linear(d, 2 * d), "fc2": nn.Linear(2 * d, d)})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.attn
-        x = x + a["o_proj"](torch.tanh(a["q_proj"](x) * a["k_proj"](x)) + a["v_proj"](x))
-        return x + self.ffn["fc2"](torch.relu(self.ffn["fc1"](x)))
-
-
-class TinyModel(nn.Module):
-    def __init__(self, d: int = 32, n_layers: int = 2, n_classes: int = 3) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(Block(d) for _ in range(n_layers))
-        self.classifier = nn.Linear(d, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return self.classifier(x.mean(dim=1))
-
-
 CFG = {
     "name": "lora",
     "rank": 2,
@@ -63,9 +37,9 @@ ADAPTER_KEYS = sorted(
 )
 
 
-def make_base(d: int = 32, seed: int = 0) -> TinyModel:
+def make_base(d: int = 32, seed: int = 0) -> ToyTransformer:
     torch.manual_seed(seed)
-    return TinyModel(d)
+    return ToyTransformer(d, hidden=2 * d)
 
 
 def adapted(base: nn.Module, seed: int, cfg: dict = CFG) -> nn.Module:
@@ -206,7 +180,7 @@ def test_strict_requires_every_trainable_tensor(trained, tmp_path: Path) -> None
     with pytest.raises(AdapterConfigError, match="k_proj.lora_A' \\(4 in all\\) is not in"):
         load_adapter(path, wider)
     load_adapter(path, wider, strict=False)
-    assert torch.equal(wider.layers[0].attn["q_proj"].lora_B, model.layers[0].attn["q_proj"].lora_B)
+    assert torch.equal(wider.layers[0].attn.q_proj.lora_B, model.layers[0].attn.q_proj.lora_B)
 
 
 def test_loading_into_a_merged_model_merges_the_new_adapter(trained, tmp_path: Path) -> None:
