@@ -3,6 +3,7 @@ NaN loss that stops the run and leaves the last good checkpoint."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -16,10 +17,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_file
 from tests.conftest import compose_config, run_cli
+from torch import nn
 
 from loralab.config import project_root
 from loralab.resume import check_resume_config, resolve_ckpt_path
 from loralab.runner import ConfigError, run_guarded
+from loralab.tasks.classification import ClassificationTask
 from loralab.train import train
 
 QUIET = [
@@ -167,3 +170,31 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_gives_the_uninterrupted_result(
     assert adapter.keys() == expected.keys()
     for name, tensor in adapter.items():
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6)
+
+
+def test_a_resumed_run_keeps_the_best_val_acc_of_its_first_part():
+    def task() -> ClassificationTask:
+        optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)
+        return ClassificationTask(nn.Linear(4, 2), num_classes=2, optimizer=optimizer)
+
+    first = task()
+    early = {"state_dict": first.state_dict()}
+    first.on_save_checkpoint(early)  # before any validation: no best to keep
+    assert "val_acc_best" not in early
+    first.on_train_start()
+    for acc in (0.9, 0.7):  # two validations, the first the best
+        first.val_acc_best(torch.tensor(acc))
+    checkpoint = {"state_dict": first.state_dict()}
+    first.on_save_checkpoint(checkpoint)
+    assert checkpoint["val_acc_best"] == pytest.approx(0.9)
+
+    resumed = task()
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.on_train_start()
+    resumed.val_acc_best(torch.tensor(0.8))  # the resumed part's validation
+    assert float(resumed.val_acc_best.compute()) == pytest.approx(0.9)
+
+    fresh = task()
+    fresh.on_train_start()
+    fresh.val_acc_best(torch.tensor(0.8))
+    assert float(fresh.val_acc_best.compute()) == pytest.approx(0.8)

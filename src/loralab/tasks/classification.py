@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
@@ -31,6 +34,7 @@ class ClassificationTask(AdapterBlindTask):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.restored_best: float | None = None  # val/acc_best of the run a resume continues
 
     def _shared_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         logits = self(batch)
@@ -38,8 +42,20 @@ class ClassificationTask(AdapterBlindTask):
         return loss, logits.argmax(dim=-1)
 
     def on_train_start(self) -> None:
-        # sanity-check validation must not count towards the best accuracy
+        # sanity-check validation must not count towards the best accuracy; a resumed run
+        # starts from the best its first part reached
         self.val_acc_best.reset()
+        if self.restored_best is not None:
+            self.val_acc_best(torch.tensor(self.restored_best))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.val_acc_best.update_called:
+            checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.restored_best = checkpoint.get("val_acc_best")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, preds = self._shared_step(batch)
