@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from safetensors.torch import save_file
+from tests.adapter_models import VARIANTS, adapter_cfg, pretend_trained, tiny_backbone
 from torch import nn
 
 from loralab.analysis import (
     analyse_update,
     energy_rank,
     full_finetuning_updates,
+    linear_weights,
     lora_updates,
     projection_of,
     similarity_grid,
     subspace_similarity,
     top_input_directions,
 )
-from loralab.lora import LoRALinear, save_adapter
+from loralab.lora import LoRALinear, apply_adapter, lora_layers, merge_lora, save_adapter
 
 
 def update_with_spectrum(values: list[float], out: int = 48, d_in: int = 40) -> torch.Tensor:
@@ -101,3 +105,31 @@ def test_attention_projections_are_recognised_by_name():
     assert projection_of("encoder.layer.1.attention.self.value") == "v"
     assert projection_of("encoder.layer.1.attention.output.dense") == "o"
     assert projection_of("layers.0.ffn.fc1") is None
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_an_adapter_files_update_is_the_merged_weight_minus_the_pretrained_one(tmp_path, variant):
+    """For every variant, what the rank analysis reads from the files is the change merging
+    makes: PiSSA's B @ A starts at W's top singular part and DoRA rescales rows, so for them
+    scaling * B @ A alone is not the change."""
+    base = tiny_backbone()
+    base_path = tmp_path / "base.safetensors"
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, base_path)
+    pretrained = linear_weights(base.state_dict())
+    cfg = adapter_cfg(**VARIANTS[variant])
+    model = copy.deepcopy(base)
+    apply_adapter(model, cfg)
+    pretend_trained(model)
+    adapter_path = tmp_path / "adapter.safetensors"
+    save_adapter(adapter_path, model, {"adapter": cfg})
+
+    updates = lora_updates(adapter_path, base_path)
+    merge_lora(model)
+    for name, layer in lora_layers(model):
+        merged = layer.base.weight.double()
+        torch.testing.assert_close(
+            updates[name], merged - pretrained[name].double(), atol=1e-5, rtol=0
+        )
+    if variant in ("dora", "pissa"):
+        with pytest.raises(ValueError, match="needs its pretrained weight"):
+            lora_updates(adapter_path)

@@ -12,6 +12,7 @@ from loralab.analysis.spectrum import (
 from loralab.analysis.updates import (
     adapter_scaling,
     full_finetuning_updates,
+    linear_weights,
     lora_updates,
     projection_of,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "analyse_update",
     "energy_rank",
     "full_finetuning_updates",
+    "linear_weights",
     "lora_updates",
     "projection_of",
     "similarity_grid",

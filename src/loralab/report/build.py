@@ -20,7 +20,8 @@ COUNTING_NOTE = (
 )
 RANK_NOTE = (
     "How low-rank is the change fine-tuning makes? For each attention projection, delta W "
-    "is W_finetuned - W_pretrained for full fine-tuning and scaling * B @ A for LoRA. The "
+    "is W_finetuned - W_pretrained for full fine-tuning and scaling * B @ A for LoRA (for PiSSA "
+    "and DoRA adapters: the merged weight - W_pretrained). The "
     "table gives the smallest rank k whose top-k singular values hold 90% / 99% of "
     "||delta W||_F^2 (the update's energy); `full rank` is the matrix's own rank limit."
 )

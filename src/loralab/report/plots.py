@@ -198,7 +198,7 @@ def spectra(analysis: RankAnalysis, kind: str, path: Path) -> Path | None:
     what = (
         "full fine-tuning: W_finetuned - W_pretrained"
         if kind == "full"
-        else "LoRA: scaling * B @ A"
+        else "adapters: merged W - W_pretrained, for LoRA scaling * B @ A"
     )
     fig.suptitle(f"Singular value spectra of the weight updates ({what})")
     return _save(fig, path)

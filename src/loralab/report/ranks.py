@@ -59,7 +59,7 @@ def run_updates(run: Run) -> dict[str, Tensor] | None:
         adapter_file = run.dir / ADAPTER_FILE
         if not run.is_adapter or not adapter_file.is_file():
             return None
-        return lora_updates(adapter_file)
+        return lora_updates(adapter_file, run.get("base_checkpoint"))
     except Exception as error:  # noqa: BLE001 - one unreadable run must not sink the report
         log.warning("rank analysis skips %s: %s", run.dir, error)
         return None
