@@ -40,7 +40,7 @@ def projection_of(module: str) -> str | None:
 
 
 def linear_weights(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """module name -> every 2-D weight (linear layers, embeddings) of a state dict or backbone file."""
+    """module name -> every 2-D weight (linear layers, embeddings) of a state dict or file."""
     return {
         key.removeprefix(TASK_PREFIX).removesuffix(".weight"): tensor
         for key, tensor in state.items()
