@@ -47,6 +47,7 @@ def classifier(name: str, adapter: str, rank, trainable: int, val: float, test: 
         "trainable_percent": 100 * trainable / (100_000 + (trainable if rank else 0)),
         "metrics": {"val/acc": val, "val/acc_best": val, "test/acc": test},
         "peak_memory_mib": 500.0,
+        "train_state_mib": 1.5 if rank else 6.0,
         "step_time_ms": 20.0 if rank else 30.0,
         "checkpoint_bytes": 4000,
     }
@@ -85,6 +86,9 @@ def test_report_has_a_row_per_run_lists_failures_and_draws_the_plots(tmp_path):
     # the findings compare with full fine-tuning in accuracy points
     assert "lora_r4_a8_qv: it trains 1.8% of the parameters and is 0.5 points worse" in text
     assert "2 run(s) failed" in text
+    # weights + gradients + optimizer state: a column, and a ratio in the findings
+    assert "weights+grads+optimizer (MiB)" in text and "| 6.0 |" in rows[0]
+    assert "optimizer state take 1.5 MiB against 6.0 MiB (x0.25)" in text
 
 
 def test_curves_are_read_from_event_files_one_value_per_step(tmp_path):

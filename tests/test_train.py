@@ -42,6 +42,8 @@ def test_lora_run_summary_checkpoint_and_merge_check(train_cfg, pretrained_backb
     assert summary["targets"] == ["q_proj", "v_proj"]
     assert summary["run_name"] == "lora_r8_a16_qv"
     assert summary["step_time_ms"] > 0 and summary["peak_memory_mib"] > 0
+    # the frozen base's weights, then the adapter's and head's grads and Adam moments
+    assert summary["train_state_mib"] > summary["base_weight_bytes"] / 2**20
     assert summary["metrics"]["test/acc"] == pytest.approx(metrics["test/acc"])
     assert metrics["lora/merge_max_abs_diff"] < 1e-5
 

@@ -77,7 +77,10 @@ def _run_sections(
         _image(
             "trainable parameters", plots.trainable_params(runs, sweep_dir / "trainable_params.png")
         ),
-        _image("peak memory and step time", plots.resources(runs, sweep_dir / "resources.png")),
+        _image(
+            "peak memory, train state and step time",
+            plots.resources(runs, sweep_dir / "resources.png"),
+        ),
     ]
 
 

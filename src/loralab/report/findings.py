@@ -94,12 +94,19 @@ def cost_sentence(runs: Sequence[Run]) -> str | None:
     typical = min(lora, key=lambda r: abs(r.get("rank") - 8))
     memory = typical.get("peak_memory_mib") / full.get("peak_memory_mib")
     time = typical.get("step_time_ms") / full.get("step_time_ms")
-    return (
+    sentence = (
         f"{typical.name} peaks at {typical.get('peak_memory_mib'):.0f} MiB against "
         f"{full.get('peak_memory_mib'):.0f} MiB for full fine-tuning (x{memory:.2f}) and "
         f"takes {typical.get('step_time_ms'):.1f} ms per training step against "
         f"{full.get('step_time_ms'):.1f} ms (x{time:.2f})."
     )
+    state, full_state = typical.get("train_state_mib"), full.get("train_state_mib")
+    if state and full_state:
+        sentence += (
+            f" Its weights, gradients and optimizer state take {state:.1f} MiB against "
+            f"{full_state:.1f} MiB (x{state / full_state:.2f})."
+        )
+    return sentence
 
 
 def rank_sentences(analysis: RankAnalysis) -> list[str]:

@@ -73,6 +73,7 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
         (f"best val {quality.name}", lambda r: quality.format(quality.best_val(r))),
         (f"test {quality.name}", lambda r: quality.format(quality.test_value(r))),
         ("peak memory (MiB)", lambda r: fmt_number(r.get("peak_memory_mib"), 0)),
+        ("weights+grads+optimizer (MiB)", lambda r: fmt_number(r.get("train_state_mib"))),
         ("step time (ms)", lambda r: fmt_number(r.get("step_time_ms"))),
         ("checkpoint", lambda r: fmt_bytes(r.get("checkpoint_bytes"))),
     ]

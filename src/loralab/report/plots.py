@@ -154,16 +154,22 @@ def trainable_params(runs: Sequence[Run], path: Path) -> Path | None:
 
 
 def resources(runs: Sequence[Run], path: Path) -> Path | None:
-    """Peak memory and mean training step time side by side."""
-    drawn = [r for r in runs if r.completed and (r.get("peak_memory_mib") or r.get("step_time_ms"))]
+    """Peak memory, train state (weights + gradients + optimizer state) and step time."""
+    panels = [
+        ("peak_memory_mib", "Peak memory during training", "MiB"),
+        ("train_state_mib", "Weights + gradients + optimizer state", "MiB"),
+        ("step_time_ms", "Mean training step time", "ms per step"),
+    ]
+    drawn = [r for r in runs if r.completed and any(r.get(key) for key, _, _ in panels)]
     if not drawn:
         return None
+    panels = [panel for panel in panels if any(r.get(panel[0]) for r in drawn)]
     colors = _colors(runs)
-    fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(drawn) + 2), 4.5))
-    _bars(ax_mem, drawn, [r.get("peak_memory_mib") or 0 for r in drawn], colors)
-    ax_mem.set(title="Peak memory during training", ylabel="MiB")
-    _bars(ax_time, drawn, [r.get("step_time_ms") or 0 for r in drawn], colors)
-    ax_time.set(title="Mean training step time", ylabel="ms per step")
+    width = max(5 * len(panels), 1.6 * len(drawn) + 2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.5), squeeze=False)
+    for ax, (key, title, unit) in zip(axes[0], panels, strict=True):
+        _bars(ax, drawn, [r.get(key) or 0 for r in drawn], colors)
+        ax.set(title=title, ylabel=unit)
     return _save(fig, path)
 
 
