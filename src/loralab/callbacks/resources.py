@@ -30,13 +30,11 @@ def train_state_bytes(module: torch.nn.Module, optimizers: Iterable[torch.optim.
     """Bytes of what training keeps alive besides activations: the module's weights and
     buffers as stored (quantized ones as codes and scales), the gradients and the optimizer
     state. Exact, unlike a process's memory, and the measure in which LoRA saves most."""
-    seen: set[int] = set()  # a tied weight is listed under each of its names
-    total = 0
-    for tensor in module.state_dict(keep_vars=True).values():
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            total += _nbytes(tensor)
-    total += sum(_nbytes(p.grad) for p in module.parameters() if p.grad is not None)
+    # parameters() and buffers() list a tied tensor once and, unlike state_dict(), never
+    # gather sharded (FSDP) weights: each rank counts what it holds
+    params = list(module.parameters())
+    total = sum(_nbytes(t) for t in params) + sum(_nbytes(b) for b in module.buffers())
+    total += sum(_nbytes(p.grad) for p in params if p.grad is not None)
     for optimizer in optimizers:
         for state in optimizer.state.values():
             total += sum(_nbytes(v) for v in state.values() if isinstance(v, torch.Tensor))
