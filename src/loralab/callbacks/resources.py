@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
 import psutil
 import torch
+
+from loralab.profiling import train_state_bytes
 
 
 def _batch_size_and_tokens(batch: Any) -> tuple[int, int]:
@@ -20,25 +21,6 @@ def _batch_size_and_tokens(batch: Any) -> tuple[int, int]:
         return ids.shape[0], tokens
     first = batch[0] if isinstance(batch, list | tuple) else batch
     return (len(first), 0) if hasattr(first, "__len__") else (0, 0)
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-def train_state_bytes(module: torch.nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> int:
-    """Bytes of what training keeps alive besides activations: the module's weights and
-    buffers as stored (quantized ones as codes and scales), the gradients and the optimizer
-    state. Exact, unlike a process's memory, and the measure in which LoRA saves most."""
-    # parameters() and buffers() list a tied tensor once and, unlike state_dict(), never
-    # gather sharded (FSDP) weights: each rank counts what it holds
-    params = list(module.parameters())
-    total = sum(_nbytes(t) for t in params) + sum(_nbytes(b) for b in module.buffers())
-    total += sum(_nbytes(p.grad) for p in params if p.grad is not None)
-    for optimizer in optimizers:
-        for state in optimizer.state.values():
-            total += sum(_nbytes(v) for v in state.values() if isinstance(v, torch.Tensor))
-    return total
 
 
 class ResourceMonitor(L.Callback):
