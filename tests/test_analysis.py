@@ -22,6 +22,7 @@ from loralab.analysis import (
     top_input_directions,
 )
 from loralab.lora import LoRALinear, apply_adapter, lora_layers, merge_lora, save_adapter
+from loralab.models import save_backbone
 
 
 def update_with_spectrum(values: list[float], out: int = 48, d_in: int = 40) -> torch.Tensor:
@@ -114,7 +115,7 @@ def test_an_adapter_files_update_is_the_merged_weight_minus_the_pretrained_one(t
     scaling * B @ A alone is not the change."""
     base = tiny_backbone()
     base_path = tmp_path / "base.safetensors"
-    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, base_path)
+    save_backbone(base, base_path)  # as `make pretrain` writes it
     pretrained = linear_weights(base.state_dict())
     cfg = adapter_cfg(**VARIANTS[variant])
     model = copy.deepcopy(base)
