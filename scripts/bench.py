@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from loralab.config import config_dir
 from loralab.lora import apply_adapter, merge_lora
-from loralab.profiling import measure_step_memory, time_call
+from loralab.measure.step import measure_step_memory, time_call
+from loralab.run.resolvers import config_dir
 
 ROUNDS = 5
 STEPS_PER_ROUND = 10

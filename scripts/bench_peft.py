@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loralab.lora import apply_adapter, lora_layers, merge_lora
-from loralab.profiling import measure_step_memory, time_call
+from loralab.measure.step import measure_step_memory, time_call
 
 RANK, ALPHA, TARGETS, HEAD = 8, 16, ["query", "value"], "classifier"
 # all-MiniLM-L6-v2's shape, for --random-init where the package is not installed

@@ -14,8 +14,8 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from loralab.config import project_root
-from loralab.data.text_generator import ensure_text_dataset
+from loralab.data.reviews import ensure_text_dataset
+from loralab.run.resolvers import project_root
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from loralab.lora import lora_layers
-from loralab.lora.dora import DoRALinear
+from loralab.lora.variants.dora import DoRALayer
 from loralab.models import TransformerEncoderClassifier
 
 VOCAB, D_MODEL, D_FF = 40, 32, 64
@@ -51,7 +51,7 @@ def pretend_trained(model: nn.Module, seed: int = 2) -> None:
     for _, layer in lora_layers(model):
         layer.lora_B.add_(0.1 * torch.randn(layer.lora_B.shape, generator=generator))
         layer.lora_A.add_(0.1 * torch.randn(layer.lora_A.shape, generator=generator))
-        if isinstance(layer, DoRALinear):
+        if isinstance(layer, DoRALayer):
             layer.lora_magnitude.mul_(1 + 0.1 * torch.rand(layer.out_features, generator=generator))
     for name, param in model.named_parameters():
         if param.requires_grad and "lora_" not in name:

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from loralab.config import config_dir, project_root
+from loralab.run.resolvers import config_dir, project_root
 
 # Tiny data and one short epoch: enough to exercise every stage in a second or two.
 TINY = [

@@ -21,8 +21,9 @@ from loralab.analysis import (
     subspace_similarity,
     top_input_directions,
 )
-from loralab.lora import LoRALinear, apply_adapter, lora_layers, merge_lora, save_adapter
+from loralab.lora import LoRALayer, apply_adapter, lora_layers, merge_lora, save_adapter
 from loralab.models import save_backbone
+from loralab.run.builder import read_checkpoint
 
 
 def update_with_spectrum(values: list[float], out: int = 48, d_in: int = 40) -> torch.Tensor:
@@ -61,7 +62,8 @@ def test_full_finetuning_update_of_known_rank_read_from_files(tmp_path):
     tuned["model.layers.0.attn.q_proj.weight"] += change
     torch.save({"state_dict": tuned}, tmp_path / "best.ckpt")
 
-    updates = full_finetuning_updates(tmp_path / "best.ckpt", tmp_path / "base.safetensors")
+    checkpoint = read_checkpoint(tmp_path / "best.ckpt")
+    updates = full_finetuning_updates(checkpoint["state_dict"], tmp_path / "base.safetensors")
     assert set(updates) == {"layers.0.attn.q_proj", "layers.0.attn.v_proj"}  # no FFN
     assert analyse_update(updates["layers.0.attn.q_proj"]).rank99 == 3
     assert analyse_update(updates["layers.0.attn.v_proj"]).rank99 == 0
@@ -70,7 +72,7 @@ def test_full_finetuning_update_of_known_rank_read_from_files(tmp_path):
 @pytest.mark.parametrize(("rule", "scaling"), [("standard", 12 / 4), ("rs", 12 / 2)])
 def test_lora_update_read_from_an_adapter_file_is_the_layers_delta(tmp_path, rule, scaling):
     model = nn.Sequential()
-    model.add_module("q_proj", LoRALinear(nn.Linear(24, 16), rank=4, alpha=12, scaling_rule=rule))
+    model.add_module("q_proj", LoRALayer(nn.Linear(24, 16), rank=4, alpha=12, scaling_rule=rule))
     layer = model.q_proj
     with torch.no_grad():
         layer.lora_B.normal_()

@@ -12,7 +12,7 @@ from loralab.data import CharTextDataModule
 from loralab.data.char_text import vocab_size_of
 from loralab.data.corpora import corpus_text
 from loralab.data.tokenizer import UNK_ID, UNK_TEXT, CharTokenizer, tokenizer_path_for
-from loralab.runner import ConfigError
+from loralab.errors import ConfigError
 
 
 def char_distribution_distance(x: str, y: str) -> float:

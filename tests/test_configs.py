@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 from tests.conftest import compose_config
 
-from loralab.config import config_dir, run_name
 from loralab.lora import apply_adapter
+from loralab.run.resolvers import config_dir, run_name
 
 GROUPS = [
     "data",

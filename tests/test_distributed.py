@@ -15,11 +15,11 @@ from omegaconf import OmegaConf, open_dict
 from tests.conftest import compose_config, run_cli
 from torch.nn.parallel import DistributedDataParallel
 
-from loralab import distributed
-from loralab.config import config_dir
 from loralab.eval import evaluate
 from loralab.lora import apply_adapter
 from loralab.models import TransformerEncoderClassifier
+from loralab.run import distributed
+from loralab.run.resolvers import config_dir
 from loralab.train import train
 
 QUIET = [

@@ -14,10 +14,10 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 from tests.conftest import compose_config  # noqa: E402
 
-from loralab.config import project_root  # noqa: E402
+from loralab.errors import ConfigError  # noqa: E402
 from loralab.lora import apply_adapter  # noqa: E402
 from loralab.models.hf import build_hf_model, minilm_path  # noqa: E402
-from loralab.runner import ConfigError  # noqa: E402
+from loralab.run.resolvers import project_root  # noqa: E402
 
 TOKENIZER_FILES = (
     "tokenizer.json",

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from tests.conftest import run_cli
 
-from loralab.config import config_dir
+from loralab.run.resolvers import config_dir
 
 
 def launcher_config(*overrides: str):

@@ -18,7 +18,7 @@ from loralab.generate import OUTPUT_FILE, generate, load_for_generation
 from loralab.lora import lora_layers
 from loralab.merge import merge
 from loralab.models import TinyGPT
-from loralab.sampling import sample_ids
+from loralab.models.sampling import sample_ids
 from loralab.train import train
 
 # one tiny shape for pretraining and fine-tuning (they must agree), and one short epoch

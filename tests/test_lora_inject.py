@@ -12,17 +12,17 @@ from torch import nn
 
 from loralab.lora import (
     AdapterConfigError,
-    LoRALinear,
+    LoRALayer,
     apply_adapter,
     count_parameters,
     find_target_modules,
     format_parameter_table,
     lora_layers,
     match_any,
-    max_merge_diff,
     merge_lora,
     unmerge_lora,
 )
+from loralab.measure.merge import max_merge_diff
 
 D, HIDDEN, N_LAYERS, N_CLASSES = 16, 24, 2, 3
 
@@ -145,7 +145,7 @@ def test_lora_wraps_targets_freezes_the_rest_and_counts() -> None:
     assert report.replaced == [f"layers.{i}.attn.{p}" for i in (0, 1) for p in ("q_proj", "v_proj")]
     assert report.trainable_modules == ["classifier"]
     assert [name for name, _ in lora_layers(model)] == report.replaced
-    assert isinstance(model.layers[0].attn.q_proj, LoRALinear)
+    assert isinstance(model.layers[0].attn.q_proj, LoRALayer)
     assert isinstance(model.layers[0].attn.k_proj, nn.Linear)
 
     per_layer = 4 * (D + D)
@@ -155,7 +155,7 @@ def test_lora_wraps_targets_freezes_the_rest_and_counts() -> None:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     expected = {f"{name}.lora_{ab}" for name in report.replaced for ab in "AB"}
     assert trainable == expected | {"classifier.weight", "classifier.bias"}
-    assert "4 linear layers" in report.summary() and f"{report.trainable:,}" in report.summary()
+    assert "4 layers wrapped" in report.summary() and f"{report.trainable:,}" in report.summary()
 
 
 def test_gradients_only_on_adapters_and_trainable_modules() -> None:

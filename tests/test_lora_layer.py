@@ -1,4 +1,4 @@
-"""LoRALinear on its own: the math, the init, merging, and what trains."""
+"""LoRALayer on its own: the math, the init, merging, and what trains."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from loralab.lora import AdapterConfigError, LoRALinear
+from loralab.lora import AdapterConfigError, LoRALayer, build_layer
 
 
 def make_layer(
     in_features: int = 12, out_features: int = 20, rank: int = 4, alpha: float = 8.0, **kwargs
-) -> LoRALinear:
+) -> LoRALayer:
     torch.manual_seed(0)
-    return LoRALinear(nn.Linear(in_features, out_features), rank=rank, alpha=alpha, **kwargs)
+    return LoRALayer(nn.Linear(in_features, out_features), rank=rank, alpha=alpha, **kwargs)
 
 
-def randomize_b(layer: LoRALinear) -> None:
+def randomize_b(layer: LoRALayer) -> None:
     """A trained adapter has B != 0; without this, merge tests would add zero."""
     with torch.no_grad():
         layer.lora_B.normal_(std=0.1)
@@ -25,7 +25,7 @@ def randomize_b(layer: LoRALinear) -> None:
 @pytest.mark.parametrize("init", ["kaiming", "gaussian"])
 def test_output_equals_base_exactly_at_init(init: str) -> None:
     base = nn.Linear(12, 20)
-    layer = LoRALinear(base, rank=4, alpha=8, init=init)
+    layer = LoRALayer(base, rank=4, alpha=8, init=init)
     x = torch.randn(3, 5, 12)
     assert torch.equal(layer(x), base(x))
     assert torch.count_nonzero(layer.lora_B) == 0
@@ -45,16 +45,16 @@ def test_shapes_scaling_and_frozen_base() -> None:
 
 
 def test_adapter_follows_base_dtype() -> None:
-    layer = LoRALinear(nn.Linear(6, 5, dtype=torch.float64), rank=2, alpha=2)
+    layer = LoRALayer(nn.Linear(6, 5, dtype=torch.float64), rank=2, alpha=2)
     assert layer.lora_A.dtype == layer.lora_B.dtype == torch.float64
     assert layer(torch.randn(2, 6, dtype=torch.float64)).dtype == torch.float64
 
 
 def test_inits_have_their_documented_scale() -> None:
     torch.manual_seed(0)
-    gaussian = LoRALinear(nn.Linear(400, 8), rank=50, alpha=50, init="gaussian")
+    gaussian = LoRALayer(nn.Linear(400, 8), rank=50, alpha=50, init="gaussian")
     assert gaussian.lora_A.std().item() == pytest.approx(0.01, rel=0.05)
-    kaiming = LoRALinear(nn.Linear(400, 8), rank=50, alpha=50, init="kaiming")
+    kaiming = LoRALayer(nn.Linear(400, 8), rank=50, alpha=50, init="kaiming")
     # kaiming_uniform_ with a=sqrt(5) draws from U(-1/sqrt(in), 1/sqrt(in)), like nn.Linear
     assert kaiming.lora_A.abs().max().item() <= 1 / 400**0.5
 
@@ -139,7 +139,7 @@ def test_dropout_is_identity_at_zero_and_off_in_eval() -> None:
 
 
 def test_base_without_bias() -> None:
-    layer = LoRALinear(nn.Linear(5, 3, bias=False), rank=2, alpha=4)
+    layer = LoRALayer(nn.Linear(5, 3, bias=False), rank=2, alpha=4)
     assert layer.bias is None
     assert layer(torch.randn(2, 5)).shape == (2, 3)
 
@@ -173,9 +173,9 @@ def test_extra_repr_shows_the_settings() -> None:
     ],
 )
 def test_bad_settings_name_the_key(kwargs: dict, key: str) -> None:
-    settings = {"rank": 4, "alpha": 8.0, **kwargs}
+    settings = {"name": "lora", "rank": 4, "alpha": 8.0, **kwargs}
     with pytest.raises(AdapterConfigError, match=key) as info:
-        LoRALinear(nn.Linear(4, 4), **settings)
+        build_layer(nn.Linear(4, 4), settings)
     message = str(info.value)
     assert message.count(". ") == 0 and message.endswith(".")  # one sentence
     assert f"set {key}=" in message
@@ -183,4 +183,4 @@ def test_bad_settings_name_the_key(kwargs: dict, key: str) -> None:
 
 def test_bad_init_lists_the_allowed_values() -> None:
     with pytest.raises(AdapterConfigError, match="kaiming, gaussian"):
-        LoRALinear(nn.Linear(4, 4), rank=2, alpha=2, init="xavier")
+        build_layer(nn.Linear(4, 4), {"name": "lora", "rank": 2, "alpha": 2, "init": "xavier"})

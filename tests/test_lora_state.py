@@ -22,7 +22,6 @@ from loralab.lora import (
     read_adapter_metadata,
     save_adapter,
 )
-from loralab.lora import state as state_module
 
 CFG = {
     "name": "lora",
@@ -140,7 +139,7 @@ def test_a_failed_write_keeps_the_old_file(trained, tmp_path: Path, monkeypatch)
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(state_module, "save_file", crash)
+    monkeypatch.setattr("safetensors.torch.save_file", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         save_adapter(path, model, {"version": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["adapter.safetensors"]

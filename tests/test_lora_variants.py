@@ -16,19 +16,20 @@ from tests.adapter_models import (
 )
 from torch import nn
 
-from loralab.config import run_name
 from loralab.lora import (
     AdapterConfigError,
-    DoRALinear,
-    LoRALinear,
+    DoRALayer,
+    LoRALayer,
     apply_adapter,
+    build_layer,
     count_parameters,
     load_adapter,
     lora_layers,
     lora_scaling,
-    max_merge_diff,
     save_adapter,
 )
+from loralab.measure.merge import max_merge_diff
+from loralab.run.names import run_name
 from loralab.tasks.optim import scaled_optimizer
 
 
@@ -38,16 +39,16 @@ def linear(seed: int = 0, in_features: int = 12, out_features: int = 20) -> nn.L
 
 
 @torch.no_grad()
-def train_a_little(layer: LoRALinear) -> None:
+def train_a_little(layer: LoRALayer) -> None:
     layer.lora_B.normal_(std=0.1)
     layer.lora_A.add_(0.1 * torch.randn_like(layer.lora_A))
-    if isinstance(layer, DoRALinear):
+    if isinstance(layer, DoRALayer):
         layer.lora_magnitude.mul_(1.2)
 
 
-def layer_of(variant: str, base: nn.Linear) -> LoRALinear:
+def layer_of(variant: str, base: nn.Linear) -> LoRALayer:
     cfg = VARIANTS[variant]
-    layer_class = DoRALinear if cfg.get("name") == "dora" else LoRALinear
+    layer_class = DoRALayer if cfg.get("name") == "dora" else LoRALayer
     return layer_class(
         base,
         rank=4,
@@ -103,7 +104,7 @@ def test_whole_model_merge_matches_for_every_variant(variant: str) -> None:
 def test_rslora_scales_by_alpha_over_sqrt_rank() -> None:
     assert lora_scaling(16, 4) == 4.0
     assert lora_scaling(16, 4, "rs") == 8.0
-    layer = LoRALinear(linear(), rank=16, alpha=8, scaling_rule="rs")
+    layer = LoRALayer(linear(), rank=16, alpha=8, scaling_rule="rs")
     assert layer.scaling == pytest.approx(8 / math.sqrt(16))
     train_a_little(layer)
     x = torch.randn(5, 12)
@@ -116,17 +117,17 @@ def test_rslora_scales_by_alpha_over_sqrt_rank() -> None:
 
 def test_dora_magnitude_starts_at_the_row_norms_and_trains() -> None:
     base = linear()
-    layer = DoRALinear(base, rank=4, alpha=8)
+    layer = DoRALayer(base, rank=4, alpha=8)
     torch.testing.assert_close(layer.lora_magnitude, base.weight.norm(dim=1))
     trainable = [n for n, p in layer.named_parameters() if p.requires_grad]
     assert trainable == ["lora_A", "lora_B", "lora_magnitude"]
-    assert sum(p.numel() for p in layer.adapter_parameters()) == 4 * (12 + 20) + 20
+    assert sum(p.numel() for p in layer.adapter_parameters().values()) == 4 * (12 + 20) + 20
     layer(torch.randn(3, 12)).pow(2).sum().backward()
     assert layer.lora_magnitude.grad.abs().sum() > 0 and base.weight.grad is None
 
 
 def test_dora_forward_is_magnitude_times_normalised_direction() -> None:
-    layer = DoRALinear(linear(), rank=4, alpha=8)
+    layer = DoRALayer(linear(), rank=4, alpha=8)
     train_a_little(layer)
     x = torch.randn(7, 12)
     direction = layer.base.weight + layer.scaling * layer.lora_B @ layer.lora_A
@@ -140,8 +141,8 @@ def test_dora_forward_is_magnitude_times_normalised_direction() -> None:
 def test_adapter_dora_counts_the_magnitudes() -> None:
     model = tiny_backbone()
     report = apply_adapter(model, adapter_cfg(name="dora"))
-    assert report.method == "dora" and report.summary().startswith("dora: 6 linear layers")
-    assert all(isinstance(layer, DoRALinear) for _, layer in lora_layers(model))
+    assert report.method == "dora" and report.summary().startswith("dora: 6 layers wrapped")
+    assert all(isinstance(layer, DoRALayer) for _, layer in lora_layers(model))
     lora = tiny_backbone()
     apply_adapter(lora, adapter_cfg())
     magnitudes = 2 * (32 + 32 + 64)  # q, v, fc1 in 2 layers: one per output row
@@ -154,7 +155,7 @@ def test_adapter_dora_counts_the_magnitudes() -> None:
 def test_pissa_takes_the_top_singular_part_and_leaves_the_residual() -> None:
     base = linear()
     original = base.weight.detach().clone()
-    layer = LoRALinear(base, rank=4, alpha=8, init="pissa")
+    layer = build_layer(base, {"name": "lora", "rank": 4, "alpha": 8, "init": "pissa"})
     u, s, vh = torch.linalg.svd(original)
     top = u[:, :4] @ torch.diag(s[:4]) @ vh[:4]
     torch.testing.assert_close(layer.delta_weight(), top, atol=1e-5, rtol=0)
@@ -164,8 +165,6 @@ def test_pissa_takes_the_top_singular_part_and_leaves_the_residual() -> None:
     assert residual_s[0].item() == pytest.approx(s[4].item(), rel=1e-4)
     # and B @ A is not zero: the gradient reaches A from the first step
     assert layer.lora_B.abs().sum() > 0 and layer.lora_A.abs().sum() > 0
-    with pytest.raises(RuntimeError, match="PiSSA"):
-        layer.reset_lora_parameters()
 
 
 def test_pissa_adapter_file_reloads_onto_a_fresh_base(tmp_path) -> None:

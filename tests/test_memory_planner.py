@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from loralab.lora import apply_adapter
+from loralab.measure.planner import Method, Workload, canonical_target, estimate
+from loralab.measure.step import measure_step_memory
 from loralab.memory import (
     PRESETS,
     llama_shape,
@@ -19,9 +21,7 @@ from loralab.memory import (
     shape_from_hf_config,
     shape_from_model_config,
 )
-from loralab.memory_model import Method, Workload, canonical_target, estimate
 from loralab.models import TransformerEncoderClassifier
-from loralab.profiling import measure_step_memory
 
 GB = 1e9
 

@@ -12,9 +12,9 @@ import torch
 from tests.adapter_models import VARIANTS, adapter_cfg, pretend_trained, tiny_backbone, token_batch
 from tests.conftest import compose_config, run_cli
 
+from loralab.errors import ConfigError
 from loralab.lora import QuantizedLinear, apply_adapter, lora_layers, merge_and_unwrap
 from loralab.models import TransformerEncoderClassifier, load_backbone
-from loralab.runner import ConfigError
 
 MERGEABLE = {**VARIANTS, "qlora-nf4": {"quant": "nf4", "double_quant": True}}
 
@@ -58,8 +58,9 @@ def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_merge_tool_writes_a_backbone_the_plain_class_loads(lora_checkpoint, tmp_path, capsys):
-    from loralab.eval import run_config_of
-    from loralab.merge import METRIC, merge
+    from loralab.measure.merge import MERGE_DIFF as METRIC
+    from loralab.merge import merge
+    from loralab.run.builder import load_run
 
     output = tmp_path / "merged.safetensors"
     cfg = compose_config(
@@ -72,7 +73,7 @@ def test_merge_tool_writes_a_backbone_the_plain_class_loads(lora_checkpoint, tmp
     assert "max |merged - unmerged| output on a validation batch of 64" in printed
     assert json.loads((tmp_path / "merge" / "merge.json").read_text())[METRIC] == result[METRIC]
     # the backbone class alone, built from the run's model config, loads every weight
-    net = hydra.utils.instantiate(run_config_of(lora_checkpoint).model.net)
+    net = hydra.utils.instantiate(load_run(lora_checkpoint).cfg.model.net)
     assert isinstance(net, TransformerEncoderClassifier)
     load_backbone(net, output)
 

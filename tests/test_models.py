@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from loralab.errors import BackboneCheckpointError
 from loralab.models import (
-    BackboneCheckpointError,
     MultiHeadAttention,
     TransformerBlock,
     TransformerEncoderClassifier,

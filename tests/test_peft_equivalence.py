@@ -71,7 +71,7 @@ def test_the_peft_benchmark_runs_and_reports_every_ratio():
     import argparse
     import importlib.util
 
-    from loralab.config import project_root
+    from loralab.run.resolvers import project_root
 
     path = f"{project_root()}/scripts/bench_peft.py"
     spec = importlib.util.spec_from_file_location("bench_peft", path)

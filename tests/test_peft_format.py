@@ -13,7 +13,7 @@ from tests.adapter_models import VARIANTS, adapter_cfg, pretend_trained, tiny_ba
 
 from loralab.lora import (
     AdapterConfigError,
-    DoRALinear,
+    DoRALayer,
     adapter_config_from_peft,
     apply_adapter,
     export_peft,
@@ -96,7 +96,7 @@ def test_a_peft_adapter_imported_into_loralab_gives_the_same_outputs(options, tm
     assert report.replaced == [f"layers.{i}.attn.{p}" for i in (0, 1) for p in ("q_proj", "v_proj")]
     assert report.trainable_modules == ["classifier"]
     layer = next(layer for _, layer in lora_layers(model))
-    assert isinstance(layer, DoRALinear) == bool(options.get("use_dora"))
+    assert isinstance(layer, DoRALayer) == bool(options.get("use_dora"))
     assert layer.scaling_rule == ("rs" if options.get("use_rslora") else "standard")
 
 

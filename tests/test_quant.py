@@ -20,7 +20,6 @@ from loralab.lora import (
     base_weight_bytes,
     count_parameters,
     lora_layers,
-    max_merge_diff,
     quantize_frozen_linears,
 )
 from loralab.lora.quant import (
@@ -31,6 +30,7 @@ from loralab.lora.quant import (
     dequantize_scales,
     quantize,
 )
+from loralab.measure.merge import max_merge_diff
 
 
 def pretrained_like_weight(out_features: int = 96, in_features: int = 100) -> torch.Tensor:

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from tests.conftest import TINY, compose_config
 
-from loralab.config import project_root
+from loralab.run.resolvers import project_root
 from loralab.train import train
 
 README = Path(project_root()) / "README.md"

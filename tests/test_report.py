@@ -15,6 +15,7 @@ from loralab.report.__main__ import main as report_main
 from loralab.report.findings import findings
 from loralab.report.quality import ACCURACY, PERPLEXITY, choose_quality
 from loralab.report.ranks import RankAnalysis
+from loralab.run.summary import RunSummary
 
 PLOTS = ("curves.png", "quality_vs_params.png", "trainable_params.png", "resources.png")
 
@@ -131,8 +132,12 @@ def test_language_model_runs_are_compared_on_perplexity(tmp_path):
 def test_findings_name_the_lora_runs_that_fall_behind():
     from loralab.report.collect import Run
 
-    full = Run(Path("0"), classifier("full", "full", None, 100_000, 0.95, 0.95))
-    weak = Run(Path("1"), classifier("lora_r8_a16_qv", "lora", 8, 2_000, 0.90, 0.90))
+    full = Run(
+        Path("0"), RunSummary.from_dict(classifier("full", "full", None, 100_000, 0.95, 0.95))
+    )
+    weak = Run(
+        Path("1"), RunSummary.from_dict(classifier("lora_r8_a16_qv", "lora", 8, 2_000, 0.90, 0.90))
+    )
     text = findings([full, weak], ACCURACY, RankAnalysis())
     assert "lora_r8_a16_qv is more than 2 points behind full fine-tuning" in text
 

@@ -7,7 +7,7 @@ from tests.adapter_models import adapter_cfg, tiny_backbone, token_batch
 from torch import nn
 
 from loralab.lora import apply_adapter
-from loralab.profiling import train_state_bytes
+from loralab.measure.step import train_state_bytes
 
 
 def one_adamw_step(model: nn.Module, loss_of) -> torch.optim.Optimizer:  # noqa: ANN001

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from loralab.data import CharTextDataModule, SyntheticDataModule
-from loralab.data.resumable import ResumableDataLoader
+from loralab.data.loaders import ResumableDataLoader
 
 
 def synthetic(tmp_path: Path) -> SyntheticDataModule:
@@ -26,7 +26,7 @@ def text(tmp_path: Path):
     pytest.importorskip("datasets")
     pytest.importorskip("transformers")
     from loralab.data import TextClassificationDataModule
-    from loralab.data.text_generator import ensure_text_dataset
+    from loralab.data.reviews import ensure_text_dataset
     from loralab.models.hf import minilm_path
 
     files = ensure_text_dataset(tmp_path / "reviews", n_train=96, n_val=8, n_test=8)

@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 from tests.conftest import compose_config, run_cli
 from torch import nn
 
-from loralab.config import project_root
-from loralab.resume import check_resume_config, resolve_ckpt_path
-from loralab.runner import ConfigError, run_guarded
+from loralab.errors import ConfigError
+from loralab.run.cli import run_guarded
+from loralab.run.resolvers import project_root
+from loralab.run.resume import check_resume_config, resolve_ckpt_path
 from loralab.tasks.classification import ClassificationTask
 from loralab.train import train
 
@@ -53,7 +54,7 @@ def test_ckpt_path_last_is_the_newest_last_ckpt_of_the_run_folder(tmp_path):
 def test_resuming_under_another_adapter_config_fails_in_one_sentence(train_cfg, tmp_path):
     saved = train_cfg("adapter.rank=8")
     path = tmp_path / "last.ckpt"
-    from loralab.runner import to_plain
+    from loralab.io import to_plain
 
     torch.save({"loralab_config": to_plain(saved)}, path)
     check_resume_config(str(path), train_cfg("adapter.rank=8", "trainer.max_epochs=3"))

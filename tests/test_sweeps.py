@@ -21,9 +21,9 @@ from hydra_plugins.loralab_sweeper.points_sweeper import (
     expand_points,
     select_points,
 )
-from loralab.config import config_dir
 from loralab.lora import apply_adapter, count_parameters
 from loralab.report import build_report
+from loralab.run.resolvers import config_dir
 
 SWEEP_EXPERIMENTS = ("lora_vs_full", "rank_sweep", "alpha_sweep", "targets_sweep")
 QUIET = [*TINY, "debug=limit"]

@@ -14,9 +14,9 @@ pytest.importorskip("datasets")
 pytest.importorskip("transformers")
 
 from loralab.data import TextClassificationDataModule  # noqa: E402
-from loralab.data.text_generator import ADJECTIVES, VERBS, ensure_text_dataset  # noqa: E402
+from loralab.data.reviews import ADJECTIVES, VERBS, ensure_text_dataset  # noqa: E402
+from loralab.errors import ConfigError  # noqa: E402
 from loralab.models.hf import minilm_path  # noqa: E402
-from loralab.runner import ConfigError  # noqa: E402
 
 ROWS = [
     ("a lovely quiet room", "positive"),
@@ -192,8 +192,8 @@ def test_the_bundled_files_are_written_when_missing(tmp_path):
 
     out = tmp_path / "gen"
     files = files_of({split: out / f"{split}.csv" for split in ("train", "validation", "test")})
-    generate = partial(ensure_text_dataset, out, n_train=40, n_val=10, n_test=10)
-    dm = datamodule(tmp_path, **files, num_classes=2, generate=generate)
+    write_files = partial(ensure_text_dataset, out, n_train=40, n_val=10, n_test=10)
+    dm = datamodule(tmp_path, **files, num_classes=2, write_files=write_files)
     dm.setup("fit")
     assert json.loads((out / "meta.json").read_text())["sizes"] == [40, 10, 10]
     assert len(dm.splits["val"]) == 10

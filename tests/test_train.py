@@ -45,7 +45,7 @@ def test_lora_run_summary_checkpoint_and_merge_check(train_cfg, pretrained_backb
     # the frozen base's weights, then the adapter's and head's grads and Adam moments
     assert summary["train_state_mib"] > summary["base_weight_bytes"] / 2**20
     assert summary["metrics"]["test/acc"] == pytest.approx(metrics["test/acc"])
-    assert metrics["lora/merge_max_abs_diff"] < 1e-5
+    assert metrics["merge/max_abs_diff"] < 1e-5
 
     # the checkpoint holds the adapter and the head only, with a reference to the base
     ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=False)

@@ -19,19 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from loralab import config as _config  # noqa: F401 - registers the config resolvers
-from loralab.data.tokenizer import FORMAT, CharTokenizer, tokenizer_path_for
-from loralab.eval import run_config_of
-from loralab.merge import load_run_weights
+from loralab.data.tokenizer import CharTokenizer, tokenizer_path_for
+from loralab.errors import ConfigError, MissingFileError
+from loralab.io import write_json
 from loralab.models import load_backbone, read_metadata
-from loralab.runner import ConfigError, run_guarded
-from loralab.sampling import sample_ids
-from loralab.summary import write_json_atomic
-from loralab.train import build_run
+from loralab.models.sampling import sample_ids
+from loralab.run.builder import load_run
+from loralab.run.cli import hydra_entry
 
 log = logging.getLogger("loralab.generate")
 OUTPUT_FILE = "generated.json"
@@ -56,20 +53,10 @@ def backbone_tokenizer(path: Path, metadata: dict[str, Any]) -> CharTokenizer:
     for candidate in candidates:
         if candidate.is_file():
             return CharTokenizer.load(candidate)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"tokenizer: no tokenizer file found for {path} (looked at "
         f"{', '.join(map(str, candidates))}); pass tokenizer=path/to/x.tokenizer.json."
     )
-
-
-def checkpoint_tokenizer(path: Path) -> CharTokenizer | None:
-    """The vocabulary a training checkpoint carries (its datamodule's state), if any."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    for value in checkpoint.values():
-        saved = value.get("tokenizer") if isinstance(value, dict) else None
-        if isinstance(saved, dict) and saved.get("format") == FORMAT:
-            return CharTokenizer.from_dict(saved, str(path))
-    return None
 
 
 def load_for_generation(
@@ -78,7 +65,7 @@ def load_for_generation(
     """The model a checkpoint holds, in eval mode, and the tokenizer to read and write text."""
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ckpt_path: no file at {path}; pass a backbone .safetensors file (e.g. "
             "checkpoints/tiny_gpt.safetensors) or a run's checkpoints/best.ckpt."
         )
@@ -86,11 +73,8 @@ def load_for_generation(
         model, metadata = load_backbone_file(path)
         found = None if tokenizer else backbone_tokenizer(path, metadata)
     else:
-        datamodule, task, _ = build_run(run_config_of(path))
-        load_run_weights(task, path)
-        model = task.model
-        found = None if tokenizer else checkpoint_tokenizer(path)
-        found = found or getattr(datamodule, "tokenizer", None)
+        run = load_run(path)  # the data module's saved state holds the run's tokenizer
+        model, found = run.model, run.datamodule.tokenizer
     chosen = CharTokenizer.load(tokenizer) if tokenizer else found
     if not isinstance(chosen, CharTokenizer):
         raise ConfigError(
@@ -116,7 +100,7 @@ def generate(cfg: DictConfig) -> dict[str, float]:
     )
     text = prompt + tokenizer.decode(new_ids)
     print(text)
-    write_json_atomic(
+    write_json(
         Path(cfg.paths.output_dir) / OUTPUT_FILE,
         {
             "ckpt_path": str(cfg.ckpt_path),
@@ -130,10 +114,7 @@ def generate(cfg: DictConfig) -> dict[str, float]:
     return {"new_tokens": float(len(new_ids))}
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="generate")
-def main(cfg: DictConfig) -> float | None:
-    return run_guarded(generate, cfg)
-
+main = hydra_entry("generate")(generate)
 
 if __name__ == "__main__":
     main()

@@ -9,8 +9,8 @@
 
 It prints one row per method: weights, gradients, optimizer state (Adam moments and, in
 half precision, fp32 master weights), activations and the total, in GB (10^9 bytes).
-The arithmetic is in loralab.memory_model; tests/test_memory_planner.py checks it against
-measured steps (loralab.profiling.measure_step_memory).
+The arithmetic is in loralab.measure.planner; tests/test_memory_planner.py checks it against
+measured steps (loralab.measure.step.measure_step_memory).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from loralab.memory_model import (
+from loralab.measure.planner import (
     DTYPE_BYTES,
     MemoryEstimate,
     Method,
@@ -107,7 +107,7 @@ def shape_from_model_config(name: str, overrides: Sequence[str] = ()) -> ModelSh
     """A model of this project's configs/model/ (composed as `python -m loralab.train` would)."""
     from hydra import compose, initialize_config_dir
 
-    from loralab.config import config_dir
+    from loralab.run.resolvers import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={name}", *overrides])

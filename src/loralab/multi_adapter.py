@@ -18,11 +18,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from loralab import config as _config  # noqa: F401 - registers the config resolvers
+from loralab.io import write_json
 from loralab.lora import MultiAdapterModel
-from loralab.runner import run_guarded
-from loralab.summary import write_json_atomic
-from loralab.tasks.base import logits_of
+from loralab.models.outputs import logits_of
+from loralab.run.cli import hydra_entry
 
 NO_ADAPTER = "none"
 
@@ -90,15 +89,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     table = accuracy_table(adapters, tests)
     print("test accuracy of each task (rows) with each adapter (columns):")
     print(format_table(table))
-    write_json_atomic(Path(cfg.paths.output_dir) / "multi_adapter.json", {"test_acc": table})
+    write_json(Path(cfg.paths.output_dir) / "multi_adapter.json", {"test_acc": table})
     # the number a sweeper would optimise: each task's accuracy with its own adapter
     return {f"{name}/test_acc": row[name] for name, row in table.items()}
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="multi_adapter")
-def main(cfg: DictConfig) -> float | None:
-    return run_guarded(run, cfg)
-
+main = hydra_entry("multi_adapter")(run)
 
 if __name__ == "__main__":
     main()

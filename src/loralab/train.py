@@ -15,33 +15,25 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from loralab import config as _config  # noqa: F401 - registers the config resolvers
 from loralab.callbacks import EmbedRunConfig, ResourceMonitor
-from loralab.instantiate import instantiate_callbacks, instantiate_loggers
+from loralab.io import file_size, to_plain
 from loralab.lora import (
     AdapterReport,
-    apply_adapter,
     base_weight_bytes,
     count_parameters,
     format_parameter_table,
+    lora_layers,
     save_adapter,
 )
 from loralab.models import save_backbone
-from loralab.results import log_final_hparams, log_parameter_counts
-from loralab.resume import resume_checkpoint
-from loralab.runner import run_guarded, to_plain
-from loralab.summary import adapter_fields, file_size, write_summary
+from loralab.run.builder import build_run
+from loralab.run.cli import hydra_entry
+from loralab.run.components import instantiate_callbacks, instantiate_loggers
+from loralab.run.resume import resume_checkpoint
+from loralab.run.summary import ADAPTER_FILE, COMPLETED, RunSummary, adapter_fields
+from loralab.run.tracking import log_final_hparams, log_parameter_counts, scalar_metrics
 
 log = logging.getLogger("loralab.train")
-
-
-def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, AdapterReport]:
-    """Data, adapted backbone and task module of a run: shared by training and evaluation."""
-    datamodule = hydra.utils.instantiate(cfg.data)
-    backbone = hydra.utils.instantiate(cfg.model)
-    report = apply_adapter(backbone, cfg.adapter)
-    task = hydra.utils.instantiate(cfg.task, model=backbone)
-    return datamodule, task, report
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -50,8 +42,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg)  # ckpt_path=last: this run folder's newest last.ckpt
-    datamodule, task, report = build_run(cfg)
-    log.info("%s\n%s", report.summary(), format_parameter_table(task.model))
+    run = build_run(cfg)
+    log.info("%s\n%s", run.report.summary(), format_parameter_table(run.model))
 
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), loggers)
@@ -59,29 +51,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
-    log_parameter_counts(trainer, task.model)
+    log_parameter_counts(trainer, run.model)
 
     metrics: dict[str, float] = {}
     if cfg.get("train"):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics.update(scalar_metrics(trainer))
     best_ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test"):
-        trainer.test(task, datamodule=datamodule, ckpt_path=best_ckpt or None)
+        trainer.test(
+            run.task, datamodule=run.datamodule, ckpt_path=best_ckpt or None, weights_only=True
+        )
         metrics.update(scalar_metrics(trainer))  # testing replaces the trainer's metrics
 
     if trainer.is_global_zero:
-        files = save_weights(cfg, task.model, report, Path(cfg.paths.output_dir))
-        summary = build_summary(cfg, trainer, task.model, metrics, files, best_ckpt)
-        summary["wall_time_s"] = time.perf_counter() - started
-        write_summary(cfg.paths.output_dir, summary)
+        files = save_weights(cfg, run.model, run.report, Path(cfg.paths.output_dir))
+        summary = build_summary(cfg, trainer, run.model, metrics, files, best_ckpt)
+        summary.wall_time_s = time.perf_counter() - started
+        summary.write(cfg.paths.output_dir)
         log_final_hparams(trainer, cfg, metrics)
         log.info("final metrics: %s", {k: float(f"{v:.4g}") for k, v in sorted(metrics.items())})
     return metrics
-
-
-def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
 def save_weights(
@@ -93,8 +83,9 @@ def save_weights(
         metadata = {
             "adapter": to_plain(cfg.adapter),
             "base_checkpoint": cfg.model.get("checkpoint"),
+            "layer_types": {name: layer.layer_type.name for name, layer in lora_layers(model)},
         }
-        sizes["adapter_bytes"] = save_adapter(output_dir / "adapter.safetensors", model, metadata)
+        sizes["adapter_bytes"] = save_adapter(output_dir / ADAPTER_FILE, model, metadata)
     if cfg.get("save_backbone"):
         sizes["backbone_bytes"] = save_backbone(
             model, cfg.save_backbone, {"model": to_plain(cfg.model)}
@@ -110,33 +101,29 @@ def build_summary(
     metrics: dict[str, float],
     files: dict[str, int | None],
     best_ckpt: str,
-) -> dict[str, Any]:
+) -> RunSummary:
     counts = count_parameters(model)
     monitor = next((c for c in trainer.callbacks if isinstance(c, ResourceMonitor)), None)
-    return {
-        "status": "completed",
-        "run_name": cfg.get("run_name"),
+    return RunSummary(
+        status=COMPLETED,
+        run_name=cfg.get("run_name"),
         **adapter_fields(to_plain(cfg.adapter)),
-        "lr": cfg.adapter.get("lr"),
-        "seed": cfg.get("seed"),
-        "trainable_params": counts.trainable,
-        "total_params": counts.total,
+        seed=cfg.get("seed"),
+        trainable_params=counts.trainable,
+        total_params=counts.total,
+        trainable_percent=counts.percent,
         **base_weight_bytes(model),  # stored bytes of the base weights, and as float32
-        "trainable_percent": counts.percent,
-        "metrics": metrics,
-        "global_step": trainer.global_step,
+        metrics=metrics,
+        global_step=trainer.global_step,
         **(monitor.summary(trainer) if monitor else {}),
-        "checkpoint_bytes": file_size(best_ckpt),
-        "checkpoint_path": best_ckpt or None,
+        checkpoint_bytes=file_size(best_ckpt),
+        checkpoint_path=best_ckpt or None,
         **files,
-        "base_checkpoint": cfg.model.get("checkpoint"),
-    }
+        base_checkpoint=cfg.model.get("checkpoint"),
+    )
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    return run_guarded(train, cfg)
-
+main = hydra_entry("train")(train)
 
 if __name__ == "__main__":
     main()

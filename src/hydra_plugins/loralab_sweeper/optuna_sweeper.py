@@ -20,6 +20,8 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from loralab.run import compat
+
 
 class FailedRunError(RuntimeError):
     """A run that returned NaN: it crashed, and its summary.json says why."""
@@ -41,13 +43,17 @@ ConfigStore.instance().store(
 def mark_nan_as_failed(returns: Sequence[JobReturn]) -> Sequence[JobReturn]:
     """Turn completed jobs that returned NaN into failed jobs, in place."""
     for job in returns:
-        value = job._return_value
+        value = compat.job_return_value(job)
         if job.status == JobStatus.COMPLETED and isinstance(value, float) and math.isnan(value):
             hydra_cfg = job.hydra_cfg
             run_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir") if hydra_cfg else None
             job.status = JobStatus.FAILED
-            job._return_value = FailedRunError(
-                f"the run in {run_dir or job.working_dir} failed; its summary.json holds the error"
+            compat.set_job_return_value(
+                job,
+                FailedRunError(
+                    f"the run in {run_dir or job.working_dir} failed; its summary.json holds "
+                    "the error"
+                ),
             )
     return returns
 

@@ -20,10 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional  # noqa: UP035 - OmegaConf reads these annotations
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
+
+from loralab.run.compat import basic_sweeper
+
+BasicSweeper = basic_sweeper()
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from loralab.analysis.spectrum import (
 )
 from loralab.analysis.updates import (
     adapter_scaling,
+    adapter_update,
     full_finetuning_updates,
     linear_weights,
     lora_updates,
@@ -20,6 +21,7 @@ from loralab.analysis.updates import (
 __all__ = [
     "UpdateRank",
     "adapter_scaling",
+    "adapter_update",
     "analyse_update",
     "energy_rank",
     "full_finetuning_updates",

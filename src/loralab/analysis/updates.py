@@ -1,15 +1,16 @@
-"""The weight updates of finished runs, read from the files a run leaves behind.
+"""The weight updates of finished runs: delta W = W_effective - W_pretrained, per module.
 
-Full fine-tuning: delta W = W_finetuned (its best.ckpt) - W_pretrained (its base checkpoint).
-Adapters: delta W = W_effective - W_pretrained from its adapter.safetensors: scaling * B @ A
-for LoRA, rsLoRA and QLoRA; PiSSA and DoRA also need the pretrained weights (see
-`lora_updates`). All keyed by module name, e.g. `layers.0.attn.q_proj`.
+Full fine-tuning: W_finetuned (from its best.ckpt) - W_pretrained (its base checkpoint).
+Adapters: each layer of the adapter file is rebuilt around its pretrained weight with the
+registered variant it was trained with, and asked what it computes: delta W =
+`fold_into(W) - W`. That is scaling * B @ A for LoRA, rsLoRA and QLoRA, and the real change
+for variants that rescale or re-split W (DoRA, PiSSA, or one registered by a user), with no
+variant's maths written twice. All keyed by module name, e.g. `layers.0.attn.q_proj`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +19,17 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from loralab.lora import lora_scaling, read_adapter_metadata
-from loralab.lora.pissa import pissa_factors
+from loralab.lora.layer_types import LINEAR, layer_type_named
+from loralab.lora.variants import active_variants, build_layer
+from loralab.models.projections import attention_projection
 
-# the attention projections of the tiny encoder / GPT (q_proj ...) and of BERT-style models
-PROJECTION_PATTERNS = {
-    "q": r"(q_proj|query)$",
-    "k": r"(k_proj|key)$",
-    "v": r"(v_proj|value)$",
-    "o": r"(o_proj|out_proj|attention\.output\.dense)$",
-}
 # Lightning prefixes the task's attribute holding the backbone
 TASK_PREFIX = "model."
 
 
 def projection_of(module: str) -> str | None:
     """q, k, v or o for an attention projection's module name; None for any other module."""
-    for short, pattern in PROJECTION_PATTERNS.items():
-        if re.search(pattern, module):
-            return short
-    return None
+    return attention_projection(module)
 
 
 def linear_weights(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -53,10 +46,14 @@ def attention_weights(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {module: w for module, w in linear_weights(state).items() if projection_of(module)}
 
 
-def full_finetuning_updates(ckpt_path: str | Path, base_path: str | Path) -> dict[str, Tensor]:
-    """W_finetuned - W_pretrained for every attention projection both files hold."""
-    checkpoint: dict[str, Any] = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    tuned = attention_weights(checkpoint["state_dict"])
+def full_finetuning_updates(
+    tuned_state: Mapping[str, Tensor], base_path: str | Path
+) -> dict[str, Tensor]:
+    """W_finetuned - W_pretrained for every attention projection both hold.
+
+    `tuned_state` is the fine-tuned run's state dict (its checkpoint's `state_dict`).
+    """
+    tuned = attention_weights(tuned_state)
     base = attention_weights(load_file(str(base_path), device="cpu"))
     return {
         name: tuned[name].double() - base[name].double()
@@ -74,51 +71,71 @@ def adapter_scaling(adapter_path: str | Path) -> float:
 
 
 def lora_updates(
-    adapter_path: str | Path,
-    base_path: str | Path | None = None,
-    scaling: float | None = None,
+    adapter_path: str | Path, base_path: str | Path | None = None
 ) -> dict[str, Tensor]:
-    """W_effective - W_pretrained for every module with a lora_A / lora_B pair in an adapter file.
+    """W_effective - W_pretrained for every adapted module of an adapter file.
 
-    LoRA, rsLoRA, QLoRA: scaling * B @ A, with the scaling saved in the file (alpha / r, or
-    alpha / sqrt(r) for rsLoRA) unless `scaling` is given. PiSSA starts B @ A at the top-r
-    singular part of W, so its change is scaling * B @ A minus that part; DoRA rescales each
-    output row, W' = m * (W + scaling * B @ A) / ||W + scaling * B @ A||. Both read W from
-    the pretrained backbone file `base_path` (.safetensors), which others never open.
+    The pretrained weights come from the backbone file `base_path` (.safetensors) when given;
+    variants whose change does not depend on W (plain LoRA) need none.
     """
-    settings = read_adapter_metadata(adapter_path).get("adapter") or {}
-    scaling = adapter_scaling(adapter_path) if scaling is None else scaling
-    pissa, dora = settings.get("init") == "pissa", settings.get("name") == "dora"
+    metadata = read_adapter_metadata(adapter_path)
+    settings = metadata.get("adapter") or {}
     tensors = load_file(str(adapter_path), device="cpu")
     base_weights: dict[str, Tensor] = {}
-    if (pissa or dora) and base_path is not None and str(base_path).endswith(".safetensors"):
-        base_weights = linear_weights(load_file(str(base_path), device="cpu"))
-    updates = {}
-    for module in _lora_modules(tensors):
-        a, b = tensors[f"{module}.lora_A"].double(), tensors[f"{module}.lora_B"].double()
-        low_rank = scaling * (b @ a)
-        if not (pissa or dora):
-            updates[module] = low_rank
-            continue
-        if module not in base_weights:
-            kind = "PiSSA" if pissa else "DoRA"
+    if base_path is not None and str(base_path).endswith(".safetensors"):
+        if Path(base_path).is_file():
+            base_weights = linear_weights(load_file(str(base_path), device="cpu"))
+    layer_types = metadata.get("layer_types") or {}
+    return {
+        module: adapter_update(
+            settings,
+            params,
+            base_weights.get(module),
+            layer_types.get(module, LINEAR.name),
+            where=f"{module} (base checkpoint {base_path})",
+        )
+        for module, params in adapter_tensors(tensors).items()
+    }
+
+
+def adapter_tensors(tensors: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """module -> its adapter tensors by name (lora_A, lora_B, lora_magnitude, ...)."""
+    modules = sorted({k.removesuffix(".lora_A") for k in tensors if k.endswith(".lora_A")})
+    return {
+        module: {
+            key.removeprefix(module + "."): t
+            for key, t in tensors.items()
+            if key.startswith(module + ".lora_")
+        }
+        for module in modules
+    }
+
+
+@torch.no_grad()
+def adapter_update(
+    settings: Mapping[str, Any],
+    params: Mapping[str, Tensor],
+    weight: Tensor | None,
+    layer_type: str = LINEAR.name,
+    where: str = "a layer",
+) -> Tensor:
+    """fold_into(W) - W of the layer these settings and tensors describe, in float64."""
+    kind = layer_type_named(layer_type)
+    settings = {"name": "lora", **settings}  # files written before the name was recorded
+    active = active_variants(settings)
+    layer_cls = next(v.layer for v in active if v.layer is not None)
+    if weight is None:
+        if layer_cls.update_needs_base or any(v.update_needs_base for v in active):
+            names = ", ".join(v.name for v in active)
             raise ValueError(
-                f"the change a {kind} adapter makes to {module} needs its pretrained weight, "
-                f"and base checkpoint {base_path} does not hold it"
+                f"the change a {names} adapter makes to {where} needs its pretrained weight, "
+                "which is not there"
             )
-        weight = base_weights[module].double()
-        if pissa:
-            top_a, top_b = pissa_factors(weight, settings["rank"], scaling)
-            low_rank = low_rank - scaling * (top_b.double() @ top_a.double())
-        if dora:
-            magnitude = tensors[f"{module}.lora_magnitude"].double()
-            adapted = weight + low_rank
-            norm = torch.linalg.vector_norm(adapted, dim=1, keepdim=True)
-            low_rank = magnitude[:, None] * adapted / norm - weight
-        updates[module] = low_rank
-    return updates
-
-
-def _lora_modules(keys: Iterable[str]) -> list[str]:
-    modules = {key.removesuffix(".lora_A") for key in keys if key.endswith(".lora_A")}
-    return sorted(m for m in modules if f"{m}.lora_B" in keys)
+        delta_shape = kind.delta(params["lora_A"], params["lora_B"]).shape
+        weight = torch.zeros(delta_shape, dtype=torch.float64)
+    weight = weight.double()
+    layer = build_layer(kind.plain_module(weight.clone(), None), settings)
+    own = layer.adapter_parameters()
+    for name, tensor in params.items():
+        own[name].copy_(tensor.double())
+    return layer.fold_into(layer.layer_type.weight(layer.base)) - weight

@@ -1,10 +1,10 @@
 """Lightning callbacks: measurement and checks that stay out of the task modules."""
 
-from loralab.callbacks.checkpoint import AtomicModelCheckpoint
+from loralab.callbacks.atomic_checkpoint import AtomicModelCheckpoint
+from loralab.callbacks.data_position import RestoreDataPosition
 from loralab.callbacks.merge_check import MergeCheck
 from loralab.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from loralab.callbacks.resources import ResourceMonitor
-from loralab.callbacks.resume import RestoreDataPosition
 from loralab.callbacks.run_config import EmbedRunConfig
 from loralab.callbacks.text_samples import TextSamples
 

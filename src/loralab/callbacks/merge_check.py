@@ -7,11 +7,12 @@ import logging
 import lightning as L
 import torch
 
-from loralab.lora import lora_layers, max_merge_diff
+from loralab.lora import lora_layers
+from loralab.measure.merge import MERGE_DIFF, max_merge_diff
 
 log = logging.getLogger(__name__)
 
-METRIC = "lora/merge_max_abs_diff"
+METRIC = MERGE_DIFF
 
 
 class MergeCheck(L.Callback):

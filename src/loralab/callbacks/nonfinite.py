@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from loralab.runner import ConfigError
+from loralab.errors import ConfigError
 
 FIX = "lower adapter.lr, keep trainer.gradient_clip_val set, or try trainer.precision=32-true"
 

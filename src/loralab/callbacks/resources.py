@@ -9,7 +9,7 @@ import lightning as L
 import psutil
 import torch
 
-from loralab.profiling import train_state_bytes
+from loralab.measure.step import train_state_bytes
 
 
 def _batch_size_and_tokens(batch: Any) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from loralab.data.tokenizer import CharTokenizer
-from loralab.sampling import sample_ids
+from loralab.models.sampling import sample_ids
 from loralab.tasks.language_modeling import LanguageModelingTask
 
 log = logging.getLogger(__name__)

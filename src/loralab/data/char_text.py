@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from loralab.data.base import SplitDataModule
 from loralab.data.corpora import corpus_text
 from loralab.data.dataset import TensorDictDataset
-from loralab.data.resumable import SplitDataModule
 from loralab.data.tokenizer import FORMAT, CharTokenizer
-from loralab.runner import ConfigError
+from loralab.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def load_text(corpus: str = "a", path: str | os.PathLike | None = None) -> str:
         return corpus_text(corpus)
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"data.path: no text file at {file}; pass an existing UTF-8 file, or set "
             "data.path=null to use the bundled corpus data.corpus=a|b."
         )
@@ -109,7 +109,7 @@ class CharTextDataModule(SplitDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.text = load_text(corpus, path)
-        self.tokenizer = build_tokenizer(tokenizer, corpus, path)
+        self._tokenizer = build_tokenizer(tokenizer, corpus, path)
         if vocab_size is not None and vocab_size != self.tokenizer.vocab_size:
             raise ConfigError(
                 f"data.vocab_size={vocab_size} does not match the tokenizer's "
@@ -123,6 +123,14 @@ class CharTextDataModule(SplitDataModule):
                     f"data.seq_len + 1 = {seq_len + 1}; use a longer text or lower data.seq_len."
                 )
         self.splits: dict[str, TensorDictDataset] = {}
+
+    @property
+    def tokenizer(self) -> CharTokenizer:
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.vocab_size
 
     def prepare_data(self) -> None:
         """Pretraining writes its vocabulary beside the backbone, for every later fine-tune."""

@@ -169,7 +169,7 @@ CORPORA: dict[str, tuple[str, Callable[[random.Random], str]]] = {
 def corpus_text(name: str, n_chars: int = DEFAULT_CHARS, seed: int = DEFAULT_SEED) -> str:
     """Bundled corpus `name` ('a' or 'b'): at least n_chars characters, the same for a seed."""
     if name not in CORPORA:
-        from loralab.runner import ConfigError  # only on bad input: keeps this module light
+        from loralab.errors import ConfigError  # only on bad input: keeps this module light
 
         raise ConfigError(
             f"data.corpus={name!r} is not a bundled corpus; use one of {sorted(CORPORA)} "

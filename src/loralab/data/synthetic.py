@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Generator, Tensor
 
+from loralab.data.base import SplitDataModule
 from loralab.data.dataset import TensorDictDataset
-from loralab.data.resumable import SplitDataModule
+from loralab.errors import ConfigError
 
 # Per-sample probability that a token comes from the sample's own half / group.
 DEFAULT_P = {"low_high": (0.55, 0.8), "majority_group": (0.3, 0.6), "group_parity": (0.3, 0.6)}
@@ -105,21 +106,21 @@ def check_settings(
 ) -> tuple[float, float]:
     """Fail early, naming the `data.*` key; returns the rule's (p_min, p_max)."""
     if rule not in SAMPLERS:
-        raise ValueError(f"data.rule={rule!r} is unknown; use one of {list(RULES)}.")
+        raise ConfigError(f"data.rule={rule!r} is unknown; use one of {list(RULES)}.")
     if n_groups < 2 or vocab_size - 1 < n_groups:
-        raise ValueError(
+        raise ConfigError(
             f"data.vocab_size={vocab_size} is too small for data.n_groups={n_groups}; "
             "every group needs at least one real id (vocab_size >= n_groups + 1, n_groups >= 2)."
         )
     if seq_len < 1 or not (min_len is None or 1 <= min_len <= seq_len):
-        raise ValueError(f"data.min_len={min_len} must lie in [1, data.seq_len={seq_len}].")
+        raise ConfigError(f"data.min_len={min_len} must lie in [1, data.seq_len={seq_len}].")
     unknown = set(rule_kwargs) - {"p_min", "p_max"}
     if unknown:
-        raise ValueError(f"data.{sorted(unknown)[0]} is not an option of data.rule={rule!r}.")
+        raise ConfigError(f"data.{sorted(unknown)[0]} is not an option of data.rule={rule!r}.")
     p_min = float(rule_kwargs.get("p_min", DEFAULT_P[rule][0]))
     p_max = float(rule_kwargs.get("p_max", DEFAULT_P[rule][1]))
     if not 0.0 <= p_min <= p_max <= 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"data.p_min={p_min} and data.p_max={p_max} need 0 <= p_min <= p_max <= 1."
         )
     return p_min, p_max
@@ -169,7 +170,7 @@ class SyntheticDataModule(SplitDataModule):
         check_settings(rule, vocab_size, seq_len, min_len, n_groups, rule_kwargs)
         # configs state num_classes so the model and metrics can read it; it must agree
         if num_classes is not None and num_classes != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_classes={num_classes} does not match data.rule={rule!r}, which has "
                 f"{self.num_classes} classes; set data.num_classes={self.num_classes}."
             )

@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from loralab.data import text_source as source
-from loralab.data.resumable import SplitDataModule
-from loralab.runner import ConfigError
+from loralab.data.base import SplitDataModule
+from loralab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +74,19 @@ class TextClassificationDataModule(SplitDataModule):
         seed: int = 0,
         num_workers: int = 0,
         vocab_size: int | None = None,
-        generate: Callable[[], Any] | None = None,
+        write_files: Callable[[], Any] | None = None,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         # plain containers, not Hydra's DictConfig: checkpoints must load with weights_only
         split_names, label_names = plain(split_names), plain(label_names)
-        self.save_hyperparameters(ignore=["generate"])
+        self.save_hyperparameters(ignore=["write_files"])
         if (train_file is None) == (dataset_name is None):
             raise ConfigError(
                 "give exactly one of data.train_file (a local CSV/JSONL/Parquet file) and "
                 "data.dataset_name (a hub id or a local dataset folder); set the other to null."
             )
-        self.generate = generate
+        self.write_files = write_files
         self.limits = {"train": n_train, "val": n_val, "test": n_test}
         self.splits: dict[str, Any] = {}
         self.label_names: list[str] | None = None
@@ -113,8 +113,8 @@ class TextClassificationDataModule(SplitDataModule):
 
     def prepare_data(self) -> None:
         # runs on one process: writes the bundled dataset if its files are missing
-        if self.generate is not None:
-            self.generate()
+        if self.write_files is not None:
+            self.write_files()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # built once; fit then test reuses the same splits

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from loralab.runner import ConfigError
+from loralab.errors import ConfigError, MissingFileError
 
 # our stage names; a dataset's split names are mapped onto them by `data.split_names`
 STAGES = ("train", "val", "test")
@@ -65,7 +65,7 @@ def load_files(paths: Mapping[str, str | None], cache_dir: str | None) -> Any:
             continue
         file = Path(str(path)).expanduser()
         if not file.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.{stage}_file: no file at {file}; point it at a CSV, JSONL or Parquet "
                 f"file (or set data.{stage}_file=null to carve {stage} out of train)."
                 if stage != "train"
@@ -103,7 +103,7 @@ def load_named(name: str, config: str | None, cache_dir: str | None) -> Any:
     except datasets.exceptions.DatasetGenerationError as error:
         raise _readable(error, "data.dataset_name", name) from None
     except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError, ConnectionError) as error:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"data.dataset_name: cannot load {name!r} ({error}); give a hub dataset id "
             "(needs network access) or a local folder of data files."
         ) from None

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from loralab.runner import ConfigError
-from loralab.summary import write_json_atomic
+from loralab.errors import ConfigError, MissingFileError
+from loralab.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,14 @@ class CharTokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the vocabulary as JSON, atomically (a reader never sees half a file)."""
         path = Path(path)
-        write_json_atomic(path, self.to_dict())
+        write_json(path, self.to_dict())
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.tokenizer: no tokenizer file at {path}; run `make pretrain-charlm` first "
                 "(it saves the pretraining vocabulary there), or set data.tokenizer=null to build "
                 "the vocabulary from this text."

@@ -1,24 +1,27 @@
 """The LoRA core: a low-rank adapter layer, its injection into a model, and its files.
 
-Read in this order: `layer.py` (the math), `targets.py` (which layers), `inject.py` (what
-trains), `params.py` (what it costs), `state.py` (what is saved). Then the variants and the
-adapter's life after training: `dora.py`, `pissa.py`, `quant.py` + `quantized_linear.py`
-(QLoRA), `fold.py` (merge for good), `multi.py` (several adapters on one base) and
-`peft_format.py` (Hugging Face PEFT folders).
+Read in this order: `layer.py` (the math), `layer_types.py` (which base layers, and how the
+update attaches to each), `targets.py` (which layers), `inject.py` (what trains), `params.py`
+(what it costs), `state.py` (what is saved). Then the variants, one registry for all of them
+(`variants/`: rsLoRA, LoRA+, DoRA, PiSSA, QLoRA with `quant.py` + `quantized_linear.py`),
+and the adapter's life after training: `fold.py` (merge for good), `multi.py` (several
+adapters on one base) and `peft_format.py` (Hugging Face PEFT folders).
+
+This package imports nothing of loralab but the leaf modules `loralab.errors` and `loralab.io`.
 """
 
-from loralab.lora.dora import DoRALinear
-from loralab.lora.errors import AdapterConfigError
+from loralab.errors import AdapterConfigError
 from loralab.lora.fold import merge_and_unwrap
 from loralab.lora.inject import (
     AdapterReport,
     apply_adapter,
     lora_layers,
-    max_merge_diff,
     merge_lora,
+    replace_module,
     unmerge_lora,
 )
-from loralab.lora.layer import LoRALinear, lora_scaling
+from loralab.lora.layer import LoRALayer, lora_scaling
+from loralab.lora.layer_types import LayerType, layer_type_of, register_layer_type
 from loralab.lora.multi import MultiAdapterModel
 from loralab.lora.params import (
     ParamCount,
@@ -37,35 +40,42 @@ from loralab.lora.state import (
     save_adapter,
 )
 from loralab.lora.targets import find_target_modules, match_any
+from loralab.lora.variants import DoRALayer, Variant, build_layer, register_variant
 
 __all__ = [
     "AdapterConfigError",
     "AdapterReport",
-    "DoRALinear",
-    "LoRALinear",
+    "DoRALayer",
+    "LayerType",
+    "LoRALayer",
     "MultiAdapterModel",
     "ParamCount",
     "QuantizedLinear",
+    "Variant",
     "adapter_config_from_peft",
     "adapter_state_dict",
     "apply_adapter",
     "base_weight_bytes",
+    "build_layer",
     "count_parameters",
     "export_peft",
     "find_target_modules",
     "format_parameter_table",
     "import_peft",
+    "layer_type_of",
     "load_adapter",
     "load_adapter_tensors",
     "lora_layers",
     "lora_scaling",
     "match_any",
-    "max_merge_diff",
     "merge_and_unwrap",
     "merge_lora",
     "parameter_table",
     "quantize_frozen_linears",
     "read_adapter_metadata",
+    "register_layer_type",
+    "register_variant",
+    "replace_module",
     "save_adapter",
     "unmerge_lora",
 ]

@@ -2,9 +2,9 @@
 
 `apply_adapter` is the only place that decides what trains. Downstream code (the task, the
 optimiser) just trains whatever has `requires_grad=True` and never asks which method it is.
-The variants are settings of the same injection: `name: dora` picks the layer class,
-`scaling`/`init` go to the layer, `quant` stores the frozen base in int8/NF4 afterwards
-(QLoRA), and `lr_ratio_b` tags the B matrices with a learning-rate scale (LoRA+).
+Which layer wraps each target and what else changes (PiSSA's init, QLoRA's quantized base,
+LoRA+'s learning-rate tag) is the variant registry's business (`loralab.lora.variants`):
+this module names no variant.
 """
 
 from __future__ import annotations
@@ -12,25 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
-import torch
 from torch import nn
 
-from loralab.lora.dora import DoRALinear
-from loralab.lora.errors import AdapterConfigError
-from loralab.lora.layer import LoRALinear, validate_lora_settings
+from loralab.errors import AdapterConfigError
+from loralab.lora.layer import LoRALayer, validate_lora_settings
+from loralab.lora.layer_types import layer_type_of
 from loralab.lora.params import count_parameters
-from loralab.lora.pissa import check_pissa_rank
-from loralab.lora.quant import FORMATS
-from loralab.lora.quantized_linear import quantize_frozen_linears
 from loralab.lora.targets import as_patterns, find_target_modules, match_any
+from loralab.lora.variants import FULL, active_variants, build_layer, check_supported
 
 log = logging.getLogger("loralab.lora")
-
-LAYER_CLASSES: dict[str, type[LoRALinear]] = {"lora": LoRALinear, "dora": DoRALinear}
-METHODS = ("full", *LAYER_CLASSES)
 
 
 @dataclass
@@ -47,12 +40,12 @@ class AdapterReport:
     def summary(self) -> str:
         percent = 100.0 * self.trainable / self.total if self.total else 0.0
         counts = f"{self.trainable:,} of {self.total:,} parameters train ({percent:.2f}%)"
-        if self.method == "full":
+        if self.method == FULL:
             return f"full fine-tuning: {counts}"
         trained = ", ".join(self.trainable_modules) or "none"
         quantized = f", {len(self.quantized)} frozen linear layers quantized" * bool(self.quantized)
         return (
-            f"{self.method}: {len(self.replaced)} linear layers wrapped{quantized}, "
+            f"{self.method}: {len(self.replaced)} layers wrapped{quantized}, "
             f"trained in full: {trained}; {counts}"
         )
 
@@ -63,64 +56,41 @@ def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
     `cfg` is the `adapter` config group (a dict or DictConfig); keys this function does not
     use (such as `lr`) belong to other stages and are ignored.
     """
-    method = cfg.get("name")
-    if method == "full":
+    if cfg.get("name") == FULL:
         model.requires_grad_(True)
-        return _report("full", model, [], [])
-    if method not in LAYER_CLASSES:
-        raise AdapterConfigError(
-            f"adapter.name must be one of {', '.join(METHODS)}, got {method!r}; "
-            "pick one with adapter=full, adapter=lora or adapter=dora."
-        )
+        return _report(FULL, model, [], [])
+    active = active_variants(cfg)  # checks adapter.name and every variant's own keys
     if any(True for _ in lora_layers(model)):
         raise AdapterConfigError(
-            f"adapter.name={method} was applied to a model that already has LoRA layers; "
-            "apply the adapter once, to a fresh backbone."
+            f"adapter.name={cfg.get('name')} was applied to a model that already has LoRA "
+            "layers; apply the adapter once, to a fresh backbone."
         )
-    return _apply_lora(model, cfg, method)
-
-
-def _apply_lora(model: nn.Module, cfg: Mapping[str, Any], method: str) -> AdapterReport:
-    settings = {
-        "rank": cfg.get("rank"),
-        "alpha": cfg.get("alpha"),
-        "dropout": cfg.get("dropout", 0.0),
-        "init": cfg.get("init", "kaiming"),
-        "scaling_rule": cfg.get("scaling", "standard"),
-    }
     # check everything before the first change, so a bad config leaves the model untouched
-    validate_lora_settings(**settings)
-    quant, double_quant = _quant_settings(cfg)
-    lr_ratio_b = _lr_ratio_b(cfg)
+    validate_lora_settings(
+        cfg.get("rank"), cfg.get("alpha"), cfg.get("dropout", 0.0), cfg.get("scaling", "standard")
+    )
     targets, trainable = _select_modules(model, cfg)
-    if settings["init"] == "pissa":
-        for name in targets:
-            check_pissa_rank(model.get_submodule(name).weight.shape, settings["rank"], name)
+    for name in targets:
+        module = model.get_submodule(name)
+        check_supported(active, name, layer_type_of(module))
+        for variant in active:
+            variant.check_target(name, module, cfg)
 
     model.requires_grad_(False)
     for name in targets:
-        replace_module(model, name, LAYER_CLASSES[method](model.get_submodule(name), **settings))
+        replace_module(model, name, build_layer(model.get_submodule(name), cfg))
     for name in trainable:
         model.get_submodule(name).requires_grad_(True)
-    # quantize after wrapping: PiSSA splits the full-precision weight, then its residual is stored
-    quantized = quantize_frozen_linears(model, quant, double_quant) if quant else []
-    for _, layer in lora_layers(model):
-        if isinstance(layer, DoRALinear) and quantized:
-            layer.init_magnitude()  # the magnitude of the weight the layer will really see
-        if lr_ratio_b is not None:
-            # LoRA+: B learns `lr_ratio_b` times faster than A; the optimiser reads this tag
-            layer.lora_B.lr_scale = lr_ratio_b
+    changed = [name for variant in active for name in variant.prepare_model(model, cfg)]
 
-    report = _report(method, model, targets, trainable)
-    report.quantized = quantized
+    report = _report(cfg.get("name"), model, targets, trainable)
+    report.quantized = changed
     log.info(
-        "%s (rank=%s, alpha=%s, scaling=%s, init=%s%s) wraps %d linear layers: %s",
+        "%s (rank=%s, alpha=%s, variants: %s) wraps %d layers: %s",
         report.method,
-        settings["rank"],
-        settings["alpha"],
-        settings["scaling_rule"],
-        settings["init"],
-        f", base in {quant}" if quant else "",
+        cfg.get("rank"),
+        cfg.get("alpha"),
+        ", ".join(v.name for v in active),
         len(targets),
         ", ".join(targets),
     )
@@ -140,33 +110,6 @@ def _select_modules(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[list[str]
             "so LoRA would wrap nothing; target other layers or use adapter=full."
         )
     return targets, trainable
-
-
-def _quant_settings(cfg: Mapping[str, Any]) -> tuple[str | None, bool]:
-    """`adapter.quant` (null, int8 or nf4) and `adapter.double_quant`, checked."""
-    quant, double_quant = cfg.get("quant"), cfg.get("double_quant", False)
-    if quant is not None and quant not in FORMATS:
-        raise AdapterConfigError(
-            f"adapter.quant must be null, {' or '.join(FORMATS)}, got {quant!r}; "
-            "set adapter.quant=nf4 (4-bit, QLoRA) or adapter.quant=null (full precision)."
-        )
-    if not isinstance(double_quant, bool):
-        raise AdapterConfigError(
-            f"adapter.double_quant must be true or false, got {double_quant!r}; "
-            "set adapter.double_quant=true to also quantize the quantization scales."
-        )
-    return quant, double_quant
-
-
-def _lr_ratio_b(cfg: Mapping[str, Any]) -> float | None:
-    """`adapter.lr_ratio_b` (LoRA+): null, or a positive number."""
-    ratio = cfg.get("lr_ratio_b")
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, Real) or ratio <= 0):
-        raise AdapterConfigError(
-            f"adapter.lr_ratio_b must be null or a positive number, got {ratio!r}; "
-            "set adapter.lr_ratio_b=16 (LoRA+) or adapter.lr_ratio_b=null (one learning rate)."
-        )
-    return None if ratio is None else float(ratio)
 
 
 def _find_trainable_modules(model: nn.Module, patterns: Any) -> list[str]:
@@ -205,10 +148,10 @@ def _report(
     return AdapterReport(method, replaced, trainable, counts.trainable, counts.total)
 
 
-def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALayer]]:
     """Every LoRA layer of the model with its dotted name, in model order."""
     for name, module in model.named_modules():
-        if isinstance(module, LoRALinear):
+        if isinstance(module, LoRALayer):
             yield name, module
 
 
@@ -222,46 +165,3 @@ def unmerge_lora(model: nn.Module) -> None:
     """Take every adapter back out of its base weight, e.g. to resume training."""
     for _, layer in lora_layers(model):
         layer.unmerge()
-
-
-@torch.no_grad()
-def max_merge_diff(model: nn.Module, *inputs: Any, **kwargs: Any) -> float:
-    """Largest |merged - unmerged| output on the given inputs: merging must change nothing.
-
-    Runs in eval mode (no dropout) and leaves the model as it found it: same mode, and each
-    layer merged or not as before.
-    """
-    layers = [layer for _, layer in lora_layers(model)]
-    was_merged = [layer.merged for layer in layers]
-    # per-module modes: a model may keep some submodules in eval on purpose
-    was_training = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        unmerge_lora(model)
-        unmerged = output_tensor(model(*inputs, **kwargs))
-        merge_lora(model)
-        merged = output_tensor(model(*inputs, **kwargs))
-    finally:
-        for layer, merged_before in zip(layers, was_merged, strict=True):
-            if merged_before:
-                layer.merge()
-            else:
-                layer.unmerge()
-        for module, training in was_training.items():
-            module.training = training
-    if unmerged.numel() == 0:
-        return 0.0
-    return (merged.float() - unmerged.float()).abs().max().item()
-
-
-def output_tensor(output: Any) -> torch.Tensor:
-    """The tensor to compare: the output itself, its `logits`, or the first of a tuple."""
-    if isinstance(output, Mapping) and "logits" in output:
-        output = output["logits"]
-    elif hasattr(output, "logits"):
-        output = output.logits
-    elif isinstance(output, tuple | list) and output:
-        output = output[0]
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(f"max_merge_diff needs a tensor output (or .logits), got {type(output)}")
-    return output

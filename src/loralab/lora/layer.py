@@ -1,4 +1,4 @@
-"""`LoRALinear`: a frozen `nn.Linear` plus a trainable low-rank update.
+"""`LoRALayer`: a frozen base layer plus a trainable low-rank update.
 
 LoRA (Hu et al., 2021) keeps a pretrained weight W (out x in) frozen and learns its change
 as a product of two thin matrices:
@@ -8,15 +8,13 @@ as a product of two thin matrices:
 Only A and B train: r * (in + out) numbers instead of in * out. B starts at zero, so the
 wrapped layer computes exactly what the base layer did and training starts from the
 pretrained model. Because B A has the shape of W, the update can be folded into W after
-training (`merge`), leaving a plain linear layer with no extra inference cost.
+training (`merge`), leaving a plain layer with no extra inference cost.
 
-Two variants live here because they change only a number or a starting point:
-  * rsLoRA (Kalajdzievski, 2023), `scaling_rule="rs"`: scale by alpha / sqrt(r) instead of
-    alpha / r, so the update does not fade as the rank grows.
-  * PiSSA (Meng et al., 2024), `init="pissa"`: start A and B from the top-r singular
-    directions of W and leave W the residual (see `pissa.py`); the layer still equals the
-    base at init, but training moves the principal directions instead of a random pair.
-DoRA changes the forward itself and has its own class (`dora.py`).
+The layer is written once for every kind of base: what differs between a `nn.Linear` and
+other layers (the shapes of A and B, how B A x is computed, the layout of B @ A) is its
+`LayerType` (`layer_types.py`). rsLoRA (Kalajdzievski, 2023) changes only a number and lives
+here too: `scaling_rule="rs"` scales by alpha / sqrt(r) instead of alpha / r, so the update
+does not fade as the rank grows. The other variants are in `variants/`.
 """
 
 from __future__ import annotations
@@ -25,14 +23,12 @@ import math
 from numbers import Real
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from loralab.lora.errors import AdapterConfigError
-from loralab.lora.pissa import pissa_factors
+from loralab.errors import AdapterConfigError
+from loralab.lora.layer_types import LayerType, layer_type_of
 from loralab.lora.quantized_linear import QuantizedLinear
 
-INITS = ("kaiming", "gaussian", "pissa")
 SCALING_RULES = ("standard", "rs")
 
 
@@ -44,7 +40,7 @@ def lora_scaling(alpha: float, rank: int, rule: str = "standard") -> float:
 
 
 def validate_lora_settings(
-    rank: int, alpha: float, dropout: float, init: str, scaling_rule: str = "standard"
+    rank: int, alpha: float, dropout: float, scaling_rule: str = "standard"
 ) -> None:
     """Fail before any weight is touched, with one sentence naming the key and the fix."""
     # bool is an int in Python; `rank: true` in a YAML file is a typo, not a rank of 1
@@ -63,11 +59,6 @@ def validate_lora_settings(
             f"adapter.dropout must be a number in [0, 1), got {dropout!r}; "
             "set adapter.dropout=0.0 (or a small value such as 0.05)."
         )
-    if init not in INITS:
-        raise AdapterConfigError(
-            f"adapter.init must be one of {', '.join(INITS)}, got {init!r}; "
-            "set adapter.init=kaiming."
-        )
     if scaling_rule not in SCALING_RULES:
         raise AdapterConfigError(
             f"adapter.scaling must be one of {', '.join(SCALING_RULES)}, got {scaling_rule!r}; "
@@ -75,12 +66,16 @@ def validate_lora_settings(
         )
 
 
-class LoRALinear(nn.Module):
-    """Wraps a frozen `nn.Linear` and adds `scaling * B @ A` to its output."""
+class LoRALayer(nn.Module):
+    """Wraps a frozen base layer and adds `scaling * B @ A` to its output."""
+
+    # does the change this layer makes to W depend on W itself? (not for plain LoRA: it is
+    # scaling * B @ A whatever W is; DoRA rescales W's rows)
+    update_needs_base = False
 
     def __init__(
         self,
-        base: nn.Linear,
+        base: nn.Module,
         rank: int,
         alpha: float,
         dropout: float = 0.0,
@@ -88,7 +83,14 @@ class LoRALinear(nn.Module):
         scaling_rule: str = "standard",
     ) -> None:
         super().__init__()
-        validate_lora_settings(rank, alpha, dropout, init, scaling_rule)
+        validate_lora_settings(rank, alpha, dropout, scaling_rule)
+        layer_type = layer_type_of(base)
+        if layer_type is None:
+            raise AdapterConfigError(
+                f"LoRA cannot wrap a {type(base).__name__} layer; adapt a layer of a "
+                "registered layer type (see loralab.lora.layer_types)."
+            )
+        self.layer_type: LayerType = layer_type
         self.base = base
         self.base.requires_grad_(False)
         self.rank = rank
@@ -103,83 +105,68 @@ class LoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
         # adapter tensors live where the base weight lives, in its precision
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **factory))
-        if init == "pissa":
-            self.init_from_principal_components()
-        else:
-            self.reset_lora_parameters()
+        weight = layer_type.weight(base)
+        factory = {"device": weight.device, "dtype": weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(layer_type.a_shape(base, rank), **factory))
+        self.lora_B = nn.Parameter(torch.zeros(layer_type.b_shape(base, rank), **factory))
+        self.reset_lora_parameters()
 
     def reset_lora_parameters(self) -> None:
         """A random, B zero: the update B @ A starts at exactly zero, yet its gradient does not."""
-        if self.init == "pissa":
-            raise RuntimeError("a PiSSA layer's base already holds the residual; rebuild it")
-        if self.init == "kaiming":
-            # the same init nn.Linear gives its own weight
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        else:
-            nn.init.normal_(self.lora_A, mean=0.0, std=0.01)
+        self.layer_type.init_a(self.lora_A, self.init)
         nn.init.zeros_(self.lora_B)
 
-    @torch.no_grad()
-    def init_from_principal_components(self) -> None:
-        """PiSSA: B @ A takes W's top-r singular part, W keeps the rest; outputs do not change."""
-        lora_a, lora_b = pissa_factors(self.base.weight, self.rank, self.scaling)
-        self.lora_A.copy_(lora_a)
-        self.lora_B.copy_(lora_b)
-        self.base.weight.sub_(self.delta_weight())
-        # kept (not saved) so an export can state the adapter relative to the original W
-        self.register_buffer("initial_lora_A", lora_a.clone(), persistent=False)
-        self.register_buffer("initial_lora_B", lora_b.clone(), persistent=False)
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """The tensors this adapter adds to the base layer (and trains), by name."""
+        return {"lora_A": self.lora_A, "lora_B": self.lora_B}
 
-    def adapter_parameters(self) -> tuple[nn.Parameter, ...]:
-        """The tensors this adapter adds to the base layer (and trains)."""
-        return (self.lora_A, self.lora_B)
+    def peft_names(self) -> dict[str, str]:
+        """Our adapter tensor name -> the key suffix PEFT saves it under."""
+        return dict(self.layer_type.peft_names)
+
+    def peft_state(self) -> dict[str, Tensor]:
+        """The adapter's tensors as PEFT saves them: key suffix -> tensor."""
+        names = self.peft_names()
+        return {names[name]: t.detach() for name, t in self.adapter_parameters().items()}
+
+    def base_changed(self) -> None:
+        """Called when the base weight was replaced (e.g. quantized); a no-op for plain LoRA."""
 
     @property
     def in_features(self) -> int:
-        return self.base.in_features
+        return self.layer_type.features(self.base)[0]
 
     @property
     def out_features(self) -> int:
-        return self.base.out_features
+        return self.layer_type.features(self.base)[1]
 
     @property
-    def weight(self) -> torch.Tensor:
-        """The base weight, for code that reads `.weight` of a linear layer (merged or not)."""
+    def weight(self) -> Tensor:
+        """The base weight, for code that reads `.weight` of the layer (merged or not)."""
         return self.base.weight
 
     @property
-    def bias(self) -> torch.Tensor | None:
+    def bias(self) -> Tensor | None:
         return self.base.bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         result = self.base(x)
         if self.merged:
             # W already holds W + scaling * B @ A
             return result
-        # go through the rank-r bottleneck first: two thin matmuls instead of one full one.
-        # addmm computes result + scaling * low_rank @ B^T in one BLAS call, so neither the
-        # scaling nor the sum costs an extra pass over the (..., out) tensor
-        low_rank = F.linear(self.dropout(x), self.lora_A)
-        summed = torch.addmm(
-            result.reshape(-1, result.shape[-1]),
-            low_rank.reshape(-1, self.rank),
-            self.lora_B.t(),
-            alpha=self.scaling,
+        return self.layer_type.add_update(
+            result, self.dropout(x), self.lora_A, self.lora_B, self.scaling
         )
-        return summed.view(result.shape)
 
-    def delta_weight(self) -> torch.Tensor:
-        """The change LoRA makes to W, shaped like W (out x in)."""
-        return (self.lora_B @ self.lora_A) * self.scaling
+    def delta_weight(self) -> Tensor:
+        """The change LoRA makes to W, shaped like W."""
+        return self.layer_type.delta(self.lora_A, self.lora_B) * self.scaling
 
-    def fold_into(self, weight: torch.Tensor) -> torch.Tensor:
-        """The weight of a plain linear layer that computes what this layer computes."""
+    def fold_into(self, weight: Tensor) -> Tensor:
+        """The weight of a plain base layer that computes what this layer computes."""
         return weight + self.delta_weight().to(weight.dtype)
 
-    def take_out_of(self, merged_weight: torch.Tensor) -> torch.Tensor:
+    def take_out_of(self, merged_weight: Tensor) -> Tensor:
         """The inverse of `fold_into`: the base weight back from a merged one."""
         return merged_weight - self.delta_weight().to(merged_weight.dtype)
 
@@ -208,7 +195,7 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"{self.layer_type.name}, in={self.in_features}, out={self.out_features}, "
             f"rank={self.rank}, alpha={self.alpha:g}, scaling={self.scaling:g}, "
             f"init={self.init}, merged={self.merged}"
         )

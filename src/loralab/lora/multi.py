@@ -15,25 +15,18 @@ parameter names, so `save_adapter`, `load_adapter`, training and `merge_lora` al
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from loralab.lora.errors import AdapterConfigError
+from loralab.errors import AdapterConfigError
+from loralab.io import to_plain
 from loralab.lora.inject import AdapterReport, apply_adapter, replace_module
 from loralab.lora.state import load_adapter, read_adapter_metadata, save_adapter
-
-
-def plain_config(value: Any) -> Any:
-    """A config (e.g. an OmegaConf DictConfig) as plain dicts and lists, so it saves as JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): plain_config(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [plain_config(v) for v in value]
-    return value
+from loralab.lora.variants import FULL, active_variants
 
 
 class MultiAdapterModel:
@@ -56,7 +49,7 @@ class MultiAdapterModel:
 
     def add_adapter(self, name: str, cfg: Mapping[str, Any]) -> AdapterReport:
         """Create adapter `name` from an `adapter` config; the active adapter stays active."""
-        cfg = plain_config(cfg)
+        cfg = to_plain(cfg)
         self._check_new(name, cfg)
         with self.disable_adapters():  # build it on the bare base
             report = apply_adapter(self.model, cfg)
@@ -78,16 +71,18 @@ class MultiAdapterModel:
     def _check_new(self, name: str, cfg: Mapping[str, Any]) -> None:
         if name in self.adapters:
             raise AdapterConfigError(f"an adapter named {name!r} exists already; pick a new name.")
-        if cfg.get("name") == "full":
+        if cfg.get("name") == FULL:
             raise AdapterConfigError(
                 f"adapter {name!r} has adapter.name=full, which trains the shared base itself; "
                 "use adapter.name=lora or dora for named adapters."
             )
-        if cfg.get("init") == "pissa" or cfg.get("quant"):
-            raise AdapterConfigError(
-                f"adapter {name!r} sets adapter.init=pissa or adapter.quant, which change the "
-                "base weights every adapter shares; use init kaiming or gaussian and quant null."
-            )
+        for variant in active_variants(cfg):
+            if variant.changes_base:
+                raise AdapterConfigError(
+                    f"adapter {name!r} sets adapter.{variant.key}={cfg[variant.key]} "
+                    f"({variant.name}), which changes the base weights every adapter shares; "
+                    f"leave adapter.{variant.key} at its default for named adapters."
+                )
 
     def set_adapter(self, name: str) -> None:
         """Make `name` the active adapter (the previous one is put aside, not lost)."""
@@ -150,6 +145,22 @@ class MultiAdapterModel:
                 "written by a loralab training run or MultiAdapterModel.save_adapter."
             )
         report = self.add_adapter(name, cfg)
-        with self.using(name):
-            load_adapter(path, self.model)
+        try:
+            with self.using(name):
+                load_adapter(path, self.model)
+        except BaseException:
+            self.delete_adapter(name)  # a failed load leaves no half-built adapter behind
+            raise
         return report
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove adapter `name`; the base and the other adapters stay as they are."""
+        if name not in self.adapters:
+            raise AdapterConfigError(
+                f"no adapter named {name!r} to delete (adapters here: "
+                f"{', '.join(self.adapters) or 'none'})."
+            )
+        if self.active == name:
+            self._put_aside()
+        del self.adapters[name]
+        del self.configs[name]

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from loralab.lora.layer import LoRALinear
+from loralab.lora.layer import LoRALayer
 from loralab.lora.quantized_linear import QuantizedLinear
 
 
@@ -50,8 +50,8 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
     full precision under QLoRA, so in a small model with a large vocabulary the whole base
     shrinks far less than its linear layers do.
     """
-    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
-    adapter = {id(t) for layer in layers for t in layer.adapter_parameters()}
+    layers = [m for m in model.modules() if isinstance(m, LoRALayer)]
+    adapter = {id(t) for layer in layers for t in layer.adapter_parameters().values()}
     quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
     codes_and_scales = {id(t) for q in quantized for t in q.stored().tensors().values()}
     stored = fp32 = 0
@@ -81,8 +81,8 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
 
 def _parameter_groups(model: nn.Module) -> dict[str, ParamCount]:
     """Counts per top-level module, with all LoRA matrices in a group of their own."""
-    layers = [module for module in model.modules() if isinstance(module, LoRALinear)]
-    lora_ids = {id(param) for layer in layers for param in layer.adapter_parameters()}
+    layers = [module for module in model.modules() if isinstance(module, LoRALayer)]
+    lora_ids = {id(param) for layer in layers for param in layer.adapter_parameters().values()}
     # "lora_A/lora_B", plus "/lora_magnitude" for DoRA
     kinds = "/".join(n for n, _ in layers[0].named_parameters(recurse=False)) if layers else ""
     lora_group = f"{kinds} in {len(layers)} layers"

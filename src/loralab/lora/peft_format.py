@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,25 +28,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from loralab.lora.dora import DoRALinear
-from loralab.lora.errors import AdapterConfigError
+from loralab.errors import AdapterConfigError, MissingFileError
+from loralab.io import atomic_path
 from loralab.lora.inject import AdapterReport, apply_adapter, lora_layers
-from loralab.lora.layer import LoRALinear
-from loralab.lora.pissa import pissa_as_plain_lora
+from loralab.lora.layer import LoRALayer
 from loralab.lora.quantized_linear import QuantizedLinear
 from loralab.lora.state import load_adapter_tensors
+from loralab.lora.variants import VARIANTS, variants_of
 
 log = logging.getLogger("loralab.lora")
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PREFIX = "base_model.model."
-# our parameter name -> PEFT's key suffix, for the tensors of one LoRA layer
-PEFT_NAMES = {
-    "lora_A": "lora_A.weight",
-    "lora_B": "lora_B.weight",
-    "lora_magnitude": "lora_magnitude_vector",
-}
 # PEFT inits that rewrite the base weights; their adapters do not apply to a plain base
 BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq")
 
@@ -66,29 +59,25 @@ def export_peft(
             "apply adapter=lora (or dora) first."
         )
     first = layers[0][1]
+    variants = variants_of(first)
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers:
         _check_same_settings(name, layer, first)
-        for ours, value in _exported_tensors(layer).items():
-            tensors[f"{PREFIX}{name}.{PEFT_NAMES[ours]}"] = value
+        for suffix, value in _exported_tensors(layer).items():
+            tensors[f"{PREFIX}{name}.{suffix}"] = value
     modules_to_save = _fully_trained(model, tensors, layers)
-    # PiSSA exports a rank-2r LoRA; alpha then changes so that the scaling stays the same
-    rank, alpha = first.rank, first.alpha
-    if first.init == "pissa":
-        rank = 2 * first.rank
-        alpha = first.scaling * (math.sqrt(rank) if first.scaling_rule == "rs" else rank)
     config = {
         "peft_type": "LORA",
         "task_type": task_type,
         "base_model_name_or_path": base_model_name_or_path,
         "revision": None,
         "inference_mode": True,
-        "r": rank,
-        "lora_alpha": alpha,
+        "r": first.rank,
+        "lora_alpha": first.alpha,
         "lora_dropout": getattr(first.dropout, "p", 0.0),
         "target_modules": [name for name, _ in layers],
-        "use_rslora": first.scaling_rule == "rs",
-        "use_dora": isinstance(first, DoRALinear),
+        "use_rslora": False,
+        "use_dora": False,
         "init_lora_weights": "gaussian" if first.init == "gaussian" else True,
         "modules_to_save": modules_to_save or None,
         "bias": "none",
@@ -96,6 +85,8 @@ def export_peft(
         "rank_pattern": {},
         "alpha_pattern": {},
     }
+    for variant in variants:
+        config.update(variant.peft_fields(first))
     if isinstance(first.base, QuantizedLinear):
         log.warning(
             "the adapter in %s was trained on a base stored as %s; apply it to the same "
@@ -105,12 +96,14 @@ def export_peft(
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, folder / WEIGHTS_FILE, metadata={"format": "pt"})
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+    with atomic_path(folder / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder
 
 
-def _check_same_settings(name: str, layer: LoRALinear, first: LoRALinear) -> None:
+def _check_same_settings(name: str, layer: LoRALayer, first: LoRALayer) -> None:
     """PEFT's config holds one rank, alpha and method for all layers (patterns aside)."""
     settings = ("rank", "scaling", "scaling_rule", "init")
     if any(getattr(layer, s) != getattr(first, s) for s in settings) or type(layer) is not type(
@@ -122,24 +115,19 @@ def _check_same_settings(name: str, layer: LoRALinear, first: LoRALinear) -> Non
         )
 
 
-def _exported_tensors(layer: LoRALinear) -> dict[str, torch.Tensor]:
+def _exported_tensors(layer: LoRALayer) -> dict[str, torch.Tensor]:
     """The layer's adapter tensors as PEFT sees them, relative to the original base weight."""
-    lora_a, lora_b = layer.lora_A.detach(), layer.lora_B.detach()
-    if layer.init == "pissa":
-        lora_a, lora_b = pissa_as_plain_lora(
-            lora_a, lora_b, layer.initial_lora_A, layer.initial_lora_B
-        )
-    tensors = {"lora_A": lora_a, "lora_B": lora_b}
-    if isinstance(layer, DoRALinear):
-        tensors["lora_magnitude"] = layer.lora_magnitude.detach()
-    return {k: v.to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    tensors = layer.peft_state()
+    for variant in variants_of(layer):
+        tensors = variant.peft_tensors(layer, tensors)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
 
 
 def _fully_trained(
-    model: nn.Module, tensors: dict[str, torch.Tensor], layers: list[tuple[str, LoRALinear]]
+    model: nn.Module, tensors: dict[str, torch.Tensor], layers: list[tuple[str, LoRALayer]]
 ) -> list[str]:
     """Add the modules trained in full (a new head) to `tensors`; return their names."""
-    adapter = {id(p) for _, layer in layers for p in layer.adapter_parameters()}
+    adapter = {id(p) for _, layer in layers for p in layer.adapter_parameters().values()}
     owners: list[str] = []
     for name, param in model.named_parameters():
         if param.requires_grad and id(param) not in adapter:
@@ -154,7 +142,7 @@ def read_peft_config(folder: str | Path) -> dict[str, Any]:
     """The `adapter_config.json` of a PEFT folder, with one-sentence errors."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no {CONFIG_FILE} in {folder}; pass a folder written by PEFT's save_pretrained "
             "or by loralab.lora.export_peft."
         )
@@ -170,7 +158,8 @@ def adapter_config_from_peft(peft: Mapping[str, Any]) -> dict[str, Any]:
         )
     init = peft.get("init_lora_weights", True)
     unsupported = {
-        "rank_pattern": bool(peft.get("rank_pattern")) or bool(peft.get("alpha_pattern")),
+        "rank_pattern": bool(peft.get("rank_pattern")),
+        "alpha_pattern": bool(peft.get("alpha_pattern")),
         "bias": peft.get("bias", "none") != "none",
         "fan_in_fan_out": bool(peft.get("fan_in_fan_out")),
         "layers_to_transform": peft.get("layers_to_transform") is not None,
@@ -188,17 +177,20 @@ def adapter_config_from_peft(peft: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(targets, str) and targets != "all-linear":
         targets = f"re:{targets}"
     exclude = peft.get("exclude_modules") or []
-    return {
-        "name": "dora" if peft.get("use_dora") else "lora",
+    adapter = {
+        "name": "lora",
         "rank": int(peft["r"]),
         "alpha": peft["lora_alpha"],
         "dropout": float(peft.get("lora_dropout", 0.0)),
-        "scaling": "rs" if peft.get("use_rslora") else "standard",
+        "scaling": "standard",
         "init": "gaussian" if init == "gaussian" else "kaiming",
         "targets": targets,
         "exclude": f"re:{exclude}" if isinstance(exclude, str) else list(exclude),
         "trainable": list(peft.get("modules_to_save") or []),
     }
+    for variant in VARIANTS:
+        adapter.update(variant.adapter_from_peft(peft))
+    return adapter
 
 
 def import_peft(folder: str | Path, model: nn.Module) -> AdapterReport:
@@ -206,17 +198,18 @@ def import_peft(folder: str | Path, model: nn.Module) -> AdapterReport:
     cfg = adapter_config_from_peft(read_peft_config(folder))
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {folder}; the PEFT folder is incomplete.")
-    tensors = {_our_name(key): value for key, value in load_file(weights).items()}
+        raise MissingFileError(f"no {WEIGHTS_FILE} in {folder}; the PEFT folder is incomplete.")
+    saved = {key.removeprefix(PREFIX): value for key, value in load_file(weights).items()}
     report = apply_adapter(model, cfg)
-    load_adapter_tensors(model, tensors, weights)
+    load_adapter_tensors(model, _our_names(model, saved), weights)
     return report
 
 
-def _our_name(key: str) -> str:
-    """`base_model.model.x.lora_A.weight` -> `x.lora_A`; other keys lose the prefix only."""
-    key = key.removeprefix(PREFIX)
-    for ours, theirs in PEFT_NAMES.items():
-        if key.endswith("." + theirs):
-            return key[: -len(theirs)] + ours
-    return key
+def _our_names(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """PEFT's `x.lora_A.weight` (or `x.lora_embedding_A`, ...) -> our `x.lora_A`, per layer."""
+    renames = {
+        f"{name}.{suffix}": f"{name}.{ours}"
+        for name, layer in lora_layers(model)
+        for ours, suffix in layer.peft_names().items()
+    }
+    return {renames.get(key, key): value for key, value in saved.items()}

@@ -8,21 +8,18 @@ safetensors (no pickle: safe to load from anyone) with the run's settings as JSO
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from loralab.lora.errors import AdapterConfigError
-from loralab.lora.layer import LoRALinear
+from loralab.errors import AdapterConfigError, MissingFileError
+from loralab.io import METADATA_KEY, save_safetensors
+from loralab.lora.layer import LoRALayer
 
-METADATA_KEY = "loralab"
 SAME_BASE_FIX = (
     "the adapter was trained on a base of another shape; "
     "build the model with the same model.* settings as the run that saved it"
@@ -47,19 +44,7 @@ def save_adapter(
     The tensors go to a temporary file in the same folder first and then replace `path` in
     one step, so a run killed mid-write never leaves a truncated adapter behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # safetensors metadata holds strings only; "format": "pt" is what Hugging Face expects
-    header = {"format": "pt", METADATA_KEY: json.dumps(dict(metadata or {}), default=str)}
-    # a hidden name in the same folder: os.replace is atomic only within one file system
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        save_file(adapter_state_dict(model), tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+    return save_safetensors(path, adapter_state_dict(model), metadata)
 
 
 def read_adapter_metadata(path: str | Path) -> dict[str, Any]:
@@ -90,7 +75,7 @@ def load_adapter_tensors(
     _check_keys_and_shapes(source, tensors, params, strict)
 
     # new A/B under a merged W would leave the old update folded in: unmerge, load, re-merge
-    merged = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged]
+    merged = [m for m in model.modules() if isinstance(m, LoRALayer) and m.merged]
     for layer in merged:
         layer.unmerge()
     with torch.no_grad():
@@ -132,7 +117,7 @@ def _read(path: str | Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor]
     """The file's tensors (if asked) and its loralab metadata, with one-sentence errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"adapter file {path} does not exist; pass the adapter.safetensors that a LoRA "
             "training run wrote into its run directory."
         )

@@ -1,11 +1,14 @@
-"""Which modules get LoRA: name patterns resolved against a model's `nn.Linear` layers.
+"""Which modules get LoRA: name patterns resolved against the layers LoRA can wrap.
+
+The layers LoRA can wrap are those of a registered `LayerType` (`layer_types.py`).
 
 A pattern is one of
   * an exact dotted name (`layers.0.attn.q_proj`) or a suffix on a dot boundary
     (`q_proj`, `attn.q_proj`), the convention PEFT users know;
   * a glob if it holds any of `*?[` (`*.q_proj`, `layers.1.*`), matched against the full name;
   * a regex after `re:` (`re:layers\\.[01]\\..*_proj`), full-matched against the full name;
-  * `all-linear`: every linear layer except output heads (see `OUTPUT_HEAD_NAMES`).
+  * `all-linear`: every linear layer (layer types marked `linear`) except output heads
+    (see `OUTPUT_HEAD_NAMES`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-from loralab.lora.errors import AdapterConfigError
-from loralab.lora.layer import LoRALinear
+from loralab.errors import AdapterConfigError
+from loralab.lora.layer import LoRALayer
+from loralab.lora.layer_types import layer_type_of, type_names
 
 ALL_LINEAR = "all-linear"
 REGEX_PREFIX = "re:"
@@ -72,21 +76,26 @@ def is_output_head(name: str) -> bool:
     return name.rsplit(".", 1)[-1] in OUTPUT_HEAD_NAMES
 
 
-def linear_modules(model: nn.Module) -> list[str]:
-    """Names of the linear layers LoRA can wrap, in model order."""
+def adaptable_modules(model: nn.Module) -> list[str]:
+    """Names of the layers LoRA can wrap, in model order."""
     names: list[str] = []
     skip: set[str] = set()
     for name, module in model.named_modules():  # parents come before their children
-        if isinstance(module, LoRALinear | nn.MultiheadAttention):
-            # a LoRALinear's inner base is already wrapped; nn.MultiheadAttention reads
+        if isinstance(module, LoRALayer | nn.MultiheadAttention):
+            # a LoRA layer's inner base is already wrapped; nn.MultiheadAttention reads
             # `out_proj.weight` directly instead of calling out_proj, so a wrapper would be ignored
             skip.update(
                 f"{name}.{child}" if name else child for child, _ in module.named_children()
             )
-        elif isinstance(module, nn.Linear) and name and name not in skip:
+        elif layer_type_of(module) is not None and name and name not in skip:
             # name "" is the model itself, which has no parent to swap it in
             names.append(name)
     return names
+
+
+def is_linear(model: nn.Module, name: str) -> bool:
+    layer_type = layer_type_of(model.get_submodule(name))
+    return layer_type is not None and layer_type.linear
 
 
 def find_target_modules(
@@ -94,7 +103,7 @@ def find_target_modules(
     patterns: Sequence[str] | str,
     exclude: Iterable[str] = (),
 ) -> list[str]:
-    """Dotted names of the `nn.Linear` layers the patterns select, minus `exclude`, in model order.
+    """Dotted names of the adaptable layers the patterns select, minus `exclude`, in model order.
 
     Every pattern must select at least one layer: a typo in a target list would otherwise
     train a different model than the one the researcher asked for, silently.
@@ -105,17 +114,20 @@ def find_target_modules(
         raise AdapterConfigError(
             f"adapter.targets is empty, so LoRA would adapt nothing; {HOW_TO_TARGET}."
         )
-    candidates = linear_modules(model)
+    candidates = adaptable_modules(model)
     selected: set[str] = set()
     for pattern in patterns:
         if pattern == ALL_LINEAR:
-            hits = [name for name in candidates if not is_output_head(name)]
+            hits = [n for n in candidates if is_linear(model, n) and not is_output_head(n)]
         else:
             hits = [name for name in candidates if matches(name, pattern)]
+        if not hits and pattern != ALL_LINEAR:
+            _refuse_unsupported_type(model, pattern)
         if not hits:
             raise AdapterConfigError(
-                f"adapter.targets entry {pattern!r} matches no nn.Linear module; {HOW_TO_TARGET} "
-                f"(linear modules here: {_preview(candidates)})."
+                f"adapter.targets entry {pattern!r} matches no layer LoRA can adapt "
+                f"({type_names()}); {HOW_TO_TARGET} (adaptable layers here: "
+                f"{_preview(candidates)})."
             )
         selected.update(hits)
     targets = [name for name in candidates if name in selected and not match_any(name, exclude)]
@@ -125,6 +137,21 @@ def find_target_modules(
             "narrow adapter.exclude or widen adapter.targets."
         )
     return targets
+
+
+def _refuse_unsupported_type(model: nn.Module, pattern: str) -> None:
+    """A pattern that names layers of a type LoRA cannot wrap says which type they are."""
+    found = [
+        (n, m)
+        for n, m in model.named_modules()
+        if n and matches(n, pattern) and layer_type_of(m) is None
+    ]
+    if found:
+        name, module = found[0]
+        raise AdapterConfigError(
+            f"adapter.targets entry {pattern!r} matches {name}, a {type(module).__name__}, "
+            f"which LoRA cannot adapt; target layers of a supported type ({type_names()})."
+        )
 
 
 def _preview(names: Sequence[str], limit: int = 6) -> str:

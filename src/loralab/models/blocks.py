@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from loralab.errors import ConfigError
+
 
 def build_attn_mask(key_padding_mask: Tensor, causal: bool) -> Tensor:
     """Boolean mask [B, 1, T, T] (True = may attend) from a [B, T] real-token mask.
@@ -49,7 +51,7 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         super().__init__()
         if n_heads <= 0 or d_model % n_heads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"model.n_heads={n_heads} must be a positive divisor of model.d_model={d_model}; "
                 "pick n_heads so that d_model % n_heads == 0."
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from loralab.errors import ConfigError
 from loralab.models.blocks import TransformerBlock, init_small_normal
 
 POOLINGS = ("mean", "cls")
@@ -32,7 +33,7 @@ class TransformerEncoderClassifier(nn.Module):
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"model.pooling={pooling!r} is unknown; use one of {list(POOLINGS)}.")
+            raise ConfigError(f"model.pooling={pooling!r} is unknown; use one of {list(POOLINGS)}.")
         self.max_len = max_len
         self.pooling = pooling
         self.pad_id = pad_id
@@ -50,7 +51,7 @@ class TransformerEncoderClassifier(nn.Module):
         """input_ids [B, T] -> logits [B, num_classes]; attention_mask is 1/True for real tokens."""
         B, T = input_ids.shape
         if T > self.max_len:
-            raise ValueError(
+            raise ConfigError(
                 f"a sequence of {T} tokens is longer than model.max_len={self.max_len}; "
                 "raise model.max_len or shorten the data's sequences."
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from loralab.errors import ConfigError
 from loralab.models.blocks import TransformerBlock, init_small_normal
 
 
@@ -29,7 +30,7 @@ class TinyGPT(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"model.net.vocab_size={vocab_size!r} must be an integer >= 2; it comes from the "
                 "data's tokenizer (data.vocab_size), so check data.tokenizer."
             )
@@ -55,7 +56,7 @@ class TinyGPT(nn.Module):
         """
         T = input_ids.shape[1]
         if T > self.max_len:
-            raise ValueError(
+            raise ConfigError(
                 f"a sequence of {T} tokens is longer than model.max_len={self.max_len}; "
                 "raise model.net.max_len or lower data.seq_len."
             )

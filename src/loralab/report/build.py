@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loralab.errors import MissingFileError
 from loralab.report import plots
 from loralab.report.collect import Run, collect_runs
 from loralab.report.findings import findings
@@ -114,7 +115,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     sweep_dir = Path(sweep_dir).resolve()
     runs = collect_runs(sweep_dir)
     if not runs:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"SWEEP_DIR: {sweep_dir} holds no run folders; pass the folder of a "
             "`python -m loralab.train -m ...` sweep (logs/<task>/multiruns/<time>/)."
         )

@@ -6,9 +6,9 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from loralab.summary import SUMMARY_FILE
+from loralab.errors import MissingFileError
+from loralab.run.summary import SUMMARY_FILE, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class Run:
     """One run folder of a sweep: what its summary.json and event files say."""
 
     dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     curves: dict[str, Curve] = field(default_factory=dict)
 
     @property
@@ -29,37 +29,34 @@ class Run:
 
     @property
     def name(self) -> str:
-        return str(self.summary.get("run_name") or f"run {self.job}")
+        return str(self.summary.run_name or f"run {self.job}")
 
     @property
     def status(self) -> str:
-        return str(self.summary.get("status", "missing"))
+        return self.summary.status
 
     @property
     def completed(self) -> bool:
-        return self.status == "completed"
+        return self.summary.completed
 
     @property
     def untrained(self) -> bool:
         """An evaluation-only run (e.g. the pretrained base before fine-tuning): 0 steps."""
-        return self.summary.get("global_step") == 0
+        return self.summary.global_step == 0
 
     @property
     def is_full(self) -> bool:
         """Full fine-tuning: every weight trained."""
-        return self.summary.get("adapter") == "full" and not self.untrained
+        return self.summary.adapter == "full" and not self.untrained
 
     @property
     def is_adapter(self) -> bool:
         """LoRA or a variant of it: an adapter trained beside a frozen base."""
-        return self.summary.get("adapter") not in (None, "full") and not self.untrained
+        return self.summary.adapter not in (None, "full") and not self.untrained
 
     def metric(self, key: str) -> float | None:
-        value = (self.summary.get("metrics") or {}).get(key)
+        value = self.summary.metrics.get(key)
         return float(value) if isinstance(value, int | float) else None
-
-    def get(self, key: str) -> Any:
-        return self.summary.get(key)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -73,15 +70,13 @@ def _job_order(path: Path) -> tuple[int, int | str]:
 
 def read_run(run_dir: Path) -> Run:
     """A run folder; a folder without a readable summary.json counts as a failed run."""
-    path = run_dir / SUMMARY_FILE
     try:
-        summary = json.loads(path.read_text())
+        summary = RunSummary.read(run_dir)
     except FileNotFoundError:
-        summary = {"status": "failed", "error": "no summary.json: the run was killed or is running"}
-    except json.JSONDecodeError as error:
-        summary = {"status": "failed", "error": f"unreadable summary.json ({error})"}
-    if "run_name" not in summary or not summary["run_name"]:
-        summary["run_name"] = _run_name_from_overrides(run_dir)
+        summary = RunSummary(error="no summary.json: the run was killed or is running")
+    except (json.JSONDecodeError, TypeError, AttributeError) as error:
+        summary = RunSummary(error=f"unreadable {SUMMARY_FILE} ({error})")
+    summary.run_name = summary.run_name or _run_name_from_overrides(run_dir)
     return Run(dir=run_dir, summary=summary, curves=read_curves(run_dir))
 
 
@@ -98,7 +93,7 @@ def collect_runs(sweep_dir: str | Path) -> list[Run]:
     """Every run folder of a sweep, in job order."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"SWEEP_DIR: {sweep_dir} is not a folder; pass a sweep folder.")
+        raise MissingFileError(f"SWEEP_DIR: {sweep_dir} is not a folder; pass a sweep folder.")
     run_dirs = sorted((p for p in sweep_dir.iterdir() if is_run_dir(p)), key=_job_order)
     return [read_run(p) for p in run_dirs]
 
@@ -142,7 +137,7 @@ def find_sweeps(log_dir: str | Path) -> list[Path]:
 def newest_sweep(log_dir: str | Path) -> Path:
     sweeps = find_sweeps(log_dir)
     if not sweeps:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no sweep folder under {log_dir}/<task>/multiruns/; run `make sweep` first, "
             "or pass SWEEP_DIR."
         )

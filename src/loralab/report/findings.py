@@ -26,7 +26,7 @@ def _closeness(quality: Quality) -> str:
 
 
 def _pct(run: Run) -> str:
-    value = run.get("trainable_percent")
+    value = run.summary.trainable_percent
     return f"{value:.2g}%" if isinstance(value, int | float) else "an unknown share"
 
 
@@ -34,12 +34,14 @@ def quality_sentences(runs: Sequence[Run], quality: Quality) -> list[str]:
     """Full fine-tuning, untrained references and the best LoRA run; then how close LoRA gets."""
     scored = [r for r in runs if r.completed and quality.test_value(r) is not None]
     full = next((r for r in scored if r.is_full), None)
-    lora = sorted((r for r in scored if r.is_adapter), key=lambda r: r.get("trainable_params") or 0)
+    lora = sorted(
+        (r for r in scored if r.is_adapter), key=lambda r: r.summary.trainable_params or 0
+    )
     sentences = []
     if full:
         sentences.append(
             f"Full fine-tuning reaches {quality.format(quality.test_value(full))} test "
-            f"{quality.name}, training all {full.get('trainable_params'):,} parameters."
+            f"{quality.name}, training all {full.summary.trainable_params:,} parameters."
         )
     for run in (r for r in scored if r.untrained):
         sentences.append(
@@ -68,7 +70,9 @@ def closeness_sentences(lora: Sequence[Run], quality: Quality, reference: float)
             f"{smallest.name}: it trains {_pct(smallest)} of the parameters and is "
             f"{quality.describe_gap(quality.test_value(smallest), reference)} full fine-tuning."
         )
-    ranked = [r for r in lora if isinstance(r.get("rank"), int) and r.get("rank") >= MATCHING_RANK]
+    ranked = [
+        r for r in lora if isinstance(r.summary.rank, int) and r.summary.rank >= MATCHING_RANK
+    ]
     far = [r.name for r in ranked if r not in close]
     if ranked and not far:
         sentences.append(
@@ -86,21 +90,21 @@ def closeness_sentences(lora: Sequence[Run], quality: Quality, reference: float)
 
 def cost_sentence(runs: Sequence[Run]) -> str | None:
     """Peak memory and step time of a typical LoRA run (the one nearest r=8) against full."""
-    done = [r for r in runs if r.completed and r.get("peak_memory_mib") and r.get("step_time_ms")]
+    done = [r for r in runs if r.completed and r.summary.peak_memory_mib and r.summary.step_time_ms]
     full = next((r for r in done if r.is_full), None)
-    lora = [r for r in done if r.is_adapter and isinstance(r.get("rank"), int)]
+    lora = [r for r in done if r.is_adapter and isinstance(r.summary.rank, int)]
     if not (full and lora):
         return None
-    typical = min(lora, key=lambda r: abs(r.get("rank") - 8))
-    memory = typical.get("peak_memory_mib") / full.get("peak_memory_mib")
-    time = typical.get("step_time_ms") / full.get("step_time_ms")
+    typical = min(lora, key=lambda r: abs(r.summary.rank - 8))
+    memory = typical.summary.peak_memory_mib / full.summary.peak_memory_mib
+    time = typical.summary.step_time_ms / full.summary.step_time_ms
     sentence = (
-        f"{typical.name} peaks at {typical.get('peak_memory_mib'):.0f} MiB against "
-        f"{full.get('peak_memory_mib'):.0f} MiB for full fine-tuning (x{memory:.2f}) and "
-        f"takes {typical.get('step_time_ms'):.1f} ms per training step against "
-        f"{full.get('step_time_ms'):.1f} ms (x{time:.2f})."
+        f"{typical.name} peaks at {typical.summary.peak_memory_mib:.0f} MiB against "
+        f"{full.summary.peak_memory_mib:.0f} MiB for full fine-tuning (x{memory:.2f}) and "
+        f"takes {typical.summary.step_time_ms:.1f} ms per training step against "
+        f"{full.summary.step_time_ms:.1f} ms (x{time:.2f})."
     )
-    state, full_state = typical.get("train_state_mib"), full.get("train_state_mib")
+    state, full_state = typical.summary.train_state_mib, full.summary.train_state_mib
     if state and full_state:
         sentence += (
             f" Its weights, gradients and optimizer state take {state:.1f} MiB against "

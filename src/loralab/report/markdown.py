@@ -8,6 +8,7 @@ from typing import Any
 from loralab.report.collect import Run
 from loralab.report.quality import Quality
 from loralab.report.ranks import RankAnalysis, SubspaceComparison
+from loralab.run.summary import RunSummary
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -53,38 +54,39 @@ def fmt_targets(targets: Any) -> str:
     return ",".join(str(t) for t in targets) if isinstance(targets, list) else str(targets)
 
 
-# summary fields some runs add (e.g. QLoRA's quantised base): a column when any run has one
-EXTRA_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
-    "base_weight_bytes": ("base weights", fmt_bytes),
-    "frozen_linear_bytes": ("frozen linear weights", fmt_bytes),
-}
+# summary fields that tell runs apart only sometimes (e.g. QLoRA's quantised base): a column
+# when any run has one
+EXTRA_COLUMNS: list[tuple[str, Callable[[RunSummary], Any]]] = [
+    ("base weights", lambda s: s.base_weight_bytes),
+    ("frozen linear weights", lambda s: s.frozen_linear_bytes),
+]
 
 
 def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
     """(header, cell of a run) for every column of the run table."""
     return [
         ("run", lambda r: r.name),
-        ("adapter", lambda r: str(r.get("adapter") or "–")),
-        ("rank", lambda r: fmt_plain(r.get("rank"))),
-        ("alpha", lambda r: fmt_plain(r.get("alpha"))),
-        ("targets", lambda r: fmt_targets(r.get("targets"))),
-        ("trainable params", lambda r: fmt_count(r.get("trainable_params"))),
-        ("% of total", lambda r: fmt_percent(r.get("trainable_percent"))),
+        ("adapter", lambda r: str(r.summary.adapter or "–")),
+        ("rank", lambda r: fmt_plain(r.summary.rank)),
+        ("alpha", lambda r: fmt_plain(r.summary.alpha)),
+        ("targets", lambda r: fmt_targets(r.summary.targets)),
+        ("trainable params", lambda r: fmt_count(r.summary.trainable_params)),
+        ("% of total", lambda r: fmt_percent(r.summary.trainable_percent)),
         (f"best val {quality.name}", lambda r: quality.format(quality.best_val(r))),
         (f"test {quality.name}", lambda r: quality.format(quality.test_value(r))),
-        ("peak memory (MiB)", lambda r: fmt_number(r.get("peak_memory_mib"), 0)),
-        ("weights+grads+optimizer (MiB)", lambda r: fmt_number(r.get("train_state_mib"))),
-        ("step time (ms)", lambda r: fmt_number(r.get("step_time_ms"))),
-        ("checkpoint", lambda r: fmt_bytes(r.get("checkpoint_bytes"))),
+        ("peak memory (MiB)", lambda r: fmt_number(r.summary.peak_memory_mib, 0)),
+        ("weights+grads+optimizer (MiB)", lambda r: fmt_number(r.summary.train_state_mib)),
+        ("step time (ms)", lambda r: fmt_number(r.summary.step_time_ms)),
+        ("checkpoint", lambda r: fmt_bytes(r.summary.checkpoint_bytes)),
     ]
 
 
 def run_table(runs: Sequence[Run], quality: Quality) -> str:
     """One row per run, failed runs included; extra columns for fields some runs add."""
     columns = _columns(quality)
-    for key, (header, fmt) in EXTRA_COLUMNS.items():
-        if any(r.get(key) is not None for r in runs):
-            columns.append((header, lambda r, key=key, fmt=fmt: fmt(r.get(key))))
+    for header, field in EXTRA_COLUMNS:
+        if any(field(r.summary) is not None for r in runs):
+            columns.append((header, lambda r, field=field: fmt_bytes(field(r.summary))))
     columns.append(("status", lambda r: r.status))
     rows = [[cell(run) for _, cell in columns] for run in runs]
     return table([header for header, _ in columns], rows)
@@ -96,7 +98,7 @@ def failed_table(runs: Sequence[Run]) -> str | None:
         return None
     rows = []
     for run in failed:
-        error = str(run.get("error") or "no error recorded").splitlines()[0]
+        error = str(run.summary.error or "no error recorded").splitlines()[0]
         rows.append([run.job, run.name, error[:240]])
     return table(["folder", "run", "error"], rows)
 

@@ -6,7 +6,7 @@ Each function draws one figure from collected runs (or the rank analysis), write
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +19,7 @@ from loralab.analysis import projection_of  # noqa: E402
 from loralab.report.collect import Run  # noqa: E402
 from loralab.report.quality import Quality  # noqa: E402
 from loralab.report.ranks import RankAnalysis, SubspaceComparison  # noqa: E402
+from loralab.run.summary import RunSummary  # noqa: E402
 
 FULL_COLOR = "black"
 # runs that trained nothing, e.g. the pretrained base evaluated as a reference
@@ -97,24 +98,24 @@ def curves(runs: Sequence[Run], quality: Quality, path: Path) -> Path | None:
 def quality_vs_params(runs: Sequence[Run], quality: Quality, path: Path) -> Path | None:
     """Test quality against trainable parameters (log x); full fine-tuning drawn apart."""
     scored = [r for r in runs if r.completed and quality.test_value(r) is not None]
-    if not any(r.get("trainable_params") for r in scored):
+    if not any(r.summary.trainable_params for r in scored):
         return None
     scale = 100 if quality.percent else 1
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    lora = [r for r in scored if r.is_adapter and r.get("trainable_params")]
+    lora = [r for r in scored if r.is_adapter and r.summary.trainable_params]
     if lora:
-        xs = [r.get("trainable_params") for r in lora]
+        xs = [r.summary.trainable_params for r in lora]
         ys = [quality.test_value(r) * scale for r in lora]
         ax.scatter(xs, ys, s=40, label="LoRA runs")
         for i, (run, x, y) in enumerate(zip(lora, xs, ys, strict=True)):
             # labels alternate above and below, so neighbours at one height stay readable
             offset = (4, 5) if i % 2 == 0 else (4, -11)
             ax.annotate(run.name, (x, y), fontsize=7, xytext=offset, textcoords="offset points")
-    for i, run in enumerate(r for r in scored if r.is_full and r.get("trainable_params")):
+    for i, run in enumerate(r for r in scored if r.is_full and r.summary.trainable_params):
         y = quality.test_value(run) * scale
         label = "full fine-tuning" if i == 0 else None
         star = {"marker": "*", "s": 220, "color": FULL_COLOR, "zorder": 3}
-        ax.scatter([run.get("trainable_params")], [y], label=label, **star)
+        ax.scatter([run.summary.trainable_params], [y], label=label, **star)
         ax.axhline(y, color=FULL_COLOR, ls="--", lw=0.8)
     for run in (r for r in scored if r.untrained):
         # e.g. the pretrained base before fine-tuning: a reference level, it trained nothing
@@ -140,11 +141,11 @@ def _bars(ax: plt.Axes, runs: Sequence[Run], values: Sequence[float], colors: di
 
 
 def trainable_params(runs: Sequence[Run], path: Path) -> Path | None:
-    drawn = [r for r in runs if r.completed and not r.untrained and r.get("trainable_params")]
+    drawn = [r for r in runs if r.completed and not r.untrained and r.summary.trainable_params]
     if not drawn:
         return None
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(drawn) + 2), 4.5))
-    _bars(ax, drawn, [r.get("trainable_params") for r in drawn], _colors(runs))
+    _bars(ax, drawn, [r.summary.trainable_params for r in drawn], _colors(runs))
     ax.set(
         yscale="log",
         title="Trainable parameters per run (log scale)",
@@ -155,20 +156,20 @@ def trainable_params(runs: Sequence[Run], path: Path) -> Path | None:
 
 def resources(runs: Sequence[Run], path: Path) -> Path | None:
     """Peak memory, train state (weights + gradients + optimizer state) and step time."""
-    panels = [
-        ("peak_memory_mib", "Peak memory during training", "MiB"),
-        ("train_state_mib", "Weights + gradients + optimizer state", "MiB"),
-        ("step_time_ms", "Mean training step time", "ms per step"),
+    panels: list[tuple[Callable[[RunSummary], float | None], str, str]] = [
+        (lambda s: s.peak_memory_mib, "Peak memory during training", "MiB"),
+        (lambda s: s.train_state_mib, "Weights + gradients + optimizer state", "MiB"),
+        (lambda s: s.step_time_ms, "Mean training step time", "ms per step"),
     ]
-    drawn = [r for r in runs if r.completed and any(r.get(key) for key, _, _ in panels)]
+    drawn = [r for r in runs if r.completed and any(key(r.summary) for key, _, _ in panels)]
     if not drawn:
         return None
-    panels = [panel for panel in panels if any(r.get(panel[0]) for r in drawn)]
+    panels = [panel for panel in panels if any(panel[0](r.summary) for r in drawn)]
     colors = _colors(runs)
     width = max(5 * len(panels), 1.6 * len(drawn) + 2)
     fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.5), squeeze=False)
     for ax, (key, title, unit) in zip(axes[0], panels, strict=True):
-        _bars(ax, drawn, [r.get(key) or 0 for r in drawn], colors)
+        _bars(ax, drawn, [key(r.summary) or 0 for r in drawn], colors)
         ax.set(title=title, ylabel=unit)
     return _save(fig, path)
 

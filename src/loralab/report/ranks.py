@@ -18,10 +18,11 @@ from loralab.analysis import (
     similarity_grid,
 )
 from loralab.report.collect import Run
+from loralab.run.builder import read_checkpoint
+from loralab.run.summary import ADAPTER_FILE
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILE = "adapter.safetensors"
 # the LoRA paper compares r=8 with r=64; our rank_sweep stops at 32
 PREFERRED_PAIR = (8, 32)
 
@@ -52,14 +53,14 @@ def run_updates(run: Run) -> dict[str, Tensor] | None:
     """The weight updates of a completed run, or None (with a logged reason) if unreadable."""
     try:
         if run.is_full:
-            ckpt, base = run.get("checkpoint_path"), run.get("base_checkpoint")
+            ckpt, base = run.summary.checkpoint_path, run.summary.base_checkpoint
             if not ckpt or not base or not Path(ckpt).is_file() or not Path(base).is_file():
                 return None
-            return full_finetuning_updates(ckpt, base)
+            return full_finetuning_updates(read_checkpoint(ckpt)["state_dict"], base)
         adapter_file = run.dir / ADAPTER_FILE
         if not run.is_adapter or not adapter_file.is_file():
             return None
-        return lora_updates(adapter_file, run.get("base_checkpoint"))
+        return lora_updates(adapter_file, run.summary.base_checkpoint)
     except Exception as error:  # noqa: BLE001 - one unreadable run must not sink the report
         log.warning("rank analysis skips %s: %s", run.dir, error)
         return None
@@ -108,9 +109,9 @@ def compare_subspaces(
 ) -> SubspaceComparison | None:
     labelled = unique_labels([r for r in runs if r.completed])
     ranked = {
-        label: int(labelled[label].get("rank"))
+        label: int(labelled[label].summary.rank)
         for label in updates
-        if labelled[label].is_adapter and labelled[label].get("rank") is not None
+        if labelled[label].is_adapter and labelled[label].summary.rank is not None
     }
     pair = pick_pair(ranked)
     if pair is None:

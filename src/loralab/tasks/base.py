@@ -9,14 +9,10 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from loralab.models.outputs import logits_of
 from loralab.tasks.optim import build_optimizer, fill_frozen_tensors, keep_trained_tensors_only
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-
-
-def logits_of(output: Any) -> Tensor:
-    """Our backbones return logits; Hugging Face models return an object holding them."""
-    return output.logits if hasattr(output, "logits") else output
 
 
 class AdapterBlindTask(L.LightningModule):

@@ -8,11 +8,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-
-def temporary_path(filepath: str | os.PathLike) -> Path:
-    """A hidden name in the same folder, so the final os.replace is an atomic rename."""
-    path = Path(filepath)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+from loralab.io import temporary_path
+from loralab.run import compat
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -21,10 +18,10 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     Lightning writes a checkpoint in place: a SIGKILL (or an out-of-memory kill, a node
     failure) during the write leaves a truncated `last.ckpt` that no run can resume from.
     Here the old file stays intact until the new one is complete; a kill leaves at worst a
-    stray `.last.ckpt.<pid>.tmp` that nothing reads.
+    stray `.last.ckpt.<pid>.<random>.tmp` that nothing reads.
     """
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:  # a private hook
         tmp = temporary_path(filepath)
         tmp = Path(trainer.strategy.broadcast(str(tmp)))  # one name on every rank
         try:
@@ -36,4 +33,4 @@ class AtomicModelCheckpoint(ModelCheckpoint):
                 tmp.unlink(missing_ok=True)
         trainer.strategy.barrier("AtomicModelCheckpoint")
         # the parent recorded the temporary name; the file now lives under its real one
-        self._last_checkpoint_saved = filepath
+        compat.record_saved_checkpoint(self, filepath)

@@ -6,54 +6,39 @@ settings as JSON metadata, so a reader can tell which `model.*` config it needs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from loralab.errors import BackboneCheckpointError, MissingFileError
+from loralab.io import read_safetensors_metadata, save_safetensors
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "loralab"
 SAME_SETTINGS = (
     "build the model with the same model.* settings as the pretraining run, "
     "or re-run `make pretrain`"
 )
 
 
-class BackboneCheckpointError(ValueError):
-    """A backbone file that does not fit the model; the message names the key and the fix."""
-
-
 def save_backbone(
     model: nn.Module, path: str | os.PathLike, metadata: Mapping | None = None
 ) -> int:
     """Write the model's weights atomically (a crash never leaves half a file); return bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share memory (e.g. tied embeddings)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    header = {"format": "pt", METADATA_KEY: json.dumps(dict(metadata or {}), default=str)}
-    # same folder, so os.replace is an atomic rename (and the file gets the usual permissions)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+    return save_safetensors(path, tensors, metadata)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata a backbone file was saved with (e.g. the pretraining `model` config)."""
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+    return read_safetensors_metadata(path)
 
 
 def load_backbone(model: nn.Module, path: str | os.PathLike, skip: Sequence[str] = ()) -> nn.Module:
@@ -61,7 +46,7 @@ def load_backbone(model: nn.Module, path: str | os.PathLike, skip: Sequence[str]
     prefix (e.g. a new task's `classifier`) as initialised."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.checkpoint: no pretrained backbone at {path}; run `make pretrain` first "
             "(or set model.checkpoint=null to start from random weights)."
         )

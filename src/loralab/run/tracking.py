@@ -1,4 +1,4 @@
-"""What a run reports to its loggers beyond the task's own metrics."""
+"""What a run reports to its loggers beyond the task's own metrics, and what it returns."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from loralab.lora import count_parameters
@@ -40,9 +40,12 @@ def log_parameter_counts(trainer: L.Trainer, model: nn.Module) -> None:
         )
 
 
-def _hparams(cfg: DictConfig) -> dict[str, Any]:
-    from omegaconf import OmegaConf
+def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The trainer's last logged metrics that are single numbers."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
+
+def _hparams(cfg: DictConfig) -> dict[str, Any]:
     values = {}
     for key in HPARAM_KEYS:
         value = OmegaConf.select(cfg, key, default=None)

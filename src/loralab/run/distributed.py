@@ -23,13 +23,12 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
-from lightning.fabric.strategies.launchers.subprocess_script import _basic_subprocess_cmd
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-from loralab.runner import ConfigError
+from loralab.errors import ConfigError
+from loralab.run import compat
 
 
 def entry_module() -> str:
@@ -50,7 +49,7 @@ def entry_module() -> str:
 def child_command(local_rank: int) -> tuple[list[str], str | None]:
     """The command line (and working dir) of the process with this local rank."""
     if not HydraConfig.initialized():
-        return list(_basic_subprocess_cmd()), None
+        return compat.basic_subprocess_command(), None
     hydra_cfg = HydraConfig.get()
     command = [sys.executable, "-m", entry_module(), f"--config-name={hydra_cfg.job.config_name}"]
     for source in hydra_cfg.runtime.config_sources:
@@ -76,11 +75,11 @@ def block_wrap_policy(block_classes: Sequence[str]) -> ModuleWrapPolicy:
     return ModuleWrapPolicy({hydra.utils.get_class(path) for path in block_classes})
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+class HydraJobLauncher(compat.SubprocessScriptLauncher):
     """Lightning's per-device process launcher, with the command from `child_command`."""
 
-    def _call_children_scripts(self) -> None:
-        self._check_can_spawn_children()
+    def _call_children_scripts(self) -> None:  # a private hook (see compat)
+        compat.check_can_spawn_children(self)
         self.procs = []
         env = self.cluster_environment
         # the rendezvous every process reads (what torch.distributed's env:// init expects)
@@ -124,9 +123,9 @@ class HydraDDPStrategy(DDPStrategy):
 
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
-        if self._start_method == "popen":  # when the cluster starts processes, it launches none
-            self._launcher = HydraJobLauncher(
-                self.cluster_environment, self.num_processes, self.num_nodes
+        if compat.uses_popen(self):  # when the cluster starts processes, it launches none
+            compat.set_launcher(
+                self, HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
             )
 
 
@@ -135,9 +134,9 @@ class HydraFSDPStrategy(FSDPStrategy):
 
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
-        if self._launcher is not None:  # None where the cluster starts the processes
-            self._launcher = HydraJobLauncher(
-                self.cluster_environment, self.num_processes, self.num_nodes
+        if compat.has_launcher(self):  # none where the cluster starts the processes
+            compat.set_launcher(
+                self, HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
             )
 
 

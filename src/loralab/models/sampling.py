@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from loralab.tasks.base import logits_of
+from loralab.models.outputs import logits_of
 
 
 def pick_next(

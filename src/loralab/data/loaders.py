@@ -10,16 +10,15 @@ Two things make a restart reproduce the data stream:
   checkpoint and hands it back to `load_state_dict()` before iterating on resume. The state
   is the epoch and how many batches training consumed; the resumed iterator skips those.
 
-`SplitDataModule` is the base of every data module here: its subclasses fill `splits`, and
-it hands out these loaders, so every kind of data resumes exactly.
+`loralab.data.base.SplitDataModule`, the base of every data module here, hands out these
+loaders, so every kind of data resumes exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Iterator, Sized
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
@@ -96,37 +95,3 @@ def resumable_loader(
         persistent_workers=num_workers > 0,
         **kwargs,
     )
-
-
-class SplitDataModule(L.LightningDataModule):
-    """A data module whose `setup` fills `self.splits` (train/val/test datasets) and whose
-    loaders are all `resumable_loader`s: shuffled per (seed, epoch), resumable mid-epoch.
-
-    Subclasses save `batch_size`, `seed` and `num_workers` among their hyper-parameters and
-    may override `collate_fn` (None: torch's default collation).
-    """
-
-    splits: dict[str, Any]
-
-    @property
-    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
-        return None
-
-    def loader(self, split: str, shuffle: bool) -> DataLoader:
-        return resumable_loader(
-            self.splits[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            seed=self.hparams.seed,
-            num_workers=self.hparams.num_workers,
-            collate_fn=self.collate_fn,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", shuffle=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lightning as L
 
+from loralab.run import compat
+
 
 class RestoreDataPosition(L.Callback):
     """Makes Lightning load the checkpointed state of a resumable training loader.
@@ -19,4 +21,4 @@ class RestoreDataPosition(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a no-op unless the fit loop is restarting and holds loader states not yet loaded
-        trainer.fit_loop._load_combined_loader_states()
+        compat.load_saved_loader_states(trainer)

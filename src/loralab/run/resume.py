@@ -15,11 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from loralab.callbacks.run_config import CONFIG_KEY
-from loralab.runner import ConfigError, to_plain
+from loralab.errors import ConfigError, MissingFileError
+from loralab.io import to_plain
+from loralab.run.builder import read_checkpoint
 
 # config groups that decide what is trained; resuming under other values would continue a
 # different experiment (the trainer group may change, e.g. more epochs or another machine)
@@ -34,7 +35,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         folder = Path(output_dir) / "checkpoints"
         found = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"ckpt_path=last: there is no last.ckpt in {folder}; point hydra.run.dir at the "
                 "folder of the run to resume (ckpt_path=last hydra.run.dir=logs/train/runs/<time>) "
                 "or pass the checkpoint itself (ckpt_path=<run folder>/checkpoints/last.ckpt)."
@@ -42,7 +43,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         return str(found[-1])
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ckpt_path: no checkpoint at {path}; pass a last.ckpt from a run's checkpoints/ "
             "folder, or ckpt_path=last with hydra.run.dir=<that run's folder>."
         )
@@ -64,8 +65,7 @@ def first_difference(saved: Any, current: Any, key: str = "") -> str | None:
 
 def check_resume_config(ckpt_path: str, cfg: DictConfig) -> None:
     """Refuse to resume a checkpoint under a config that trains something else."""
-    # mmap: only the small config entry is read, even from a multi-GB checkpoint
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    checkpoint = read_checkpoint(ckpt_path)
     saved = checkpoint.get(CONFIG_KEY)
     if saved is None:
         return  # not written by loralab.train: Lightning's own loading checks the tensors

@@ -1,7 +1,7 @@
 """What a fine-tune keeps in memory: weights, gradients, optimizer state and activations.
 
 The arithmetic behind `python -m loralab.memory` (the CLI, tables and plot live in
-memory.py). Everything is counted in bytes from a model's shape, for three methods:
+loralab/memory.py). Everything is counted in bytes from a model's shape, for three methods:
 
 - full fine-tuning: every weight trains;
 - LoRA: the base is frozen in `dtype`, rank-r adapters train on the target linear layers;
@@ -18,22 +18,14 @@ input, which is where LoRA also saves activation memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from loralab.models.projections import canonical_projection, known_aliases
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 ADAM_BYTES = 8  # two fp32 moments per trained parameter
 MASTER_BYTES = 4  # fp32 master copy of a trained parameter held in half precision
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit codes + 8-bit block scales + fp32 scales
-# canonical linear names -> the names real models use for them
-TARGET_ALIASES = {
-    "q": ("q", "q_proj", "query"),
-    "k": ("k", "k_proj", "key"),
-    "v": ("v", "v_proj", "value"),
-    "o": ("o", "o_proj", "out_proj", "attention.output.dense"),
-    "gate": ("gate", "gate_proj"),
-    "up": ("up", "up_proj", "fc1", "intermediate.dense"),
-    "down": ("down", "down_proj", "fc2", "output.dense"),
-}
 
 
 @dataclass(frozen=True)
@@ -114,14 +106,13 @@ class Method:
 
 def canonical_target(name: str) -> str:
     """q_proj / query / q -> q, fc1 / up_proj -> up, ...; unknown names raise ValueError."""
-    short = name.split(".")[-1]  # layers.0.attn.q_proj -> q_proj
-    for canonical, aliases in TARGET_ALIASES.items():
-        if name in aliases or short in aliases:
-            return canonical
-    raise ValueError(
-        f"--targets: {name!r} is not a linear layer the planner knows; use names among "
-        f"{sorted({a for names in TARGET_ALIASES.values() for a in names})} or all-linear."
-    )
+    canonical = canonical_projection(name)
+    if canonical is None:
+        raise ValueError(
+            f"--targets: {name!r} is not a linear layer the planner knows; use names among "
+            f"{known_aliases()} or all-linear."
+        )
+    return canonical
 
 
 @dataclass(frozen=True)
@@ -139,7 +130,6 @@ class MemoryEstimate:
     optimizer: float
     activations: float
     trainable_params: int = 0
-    parts: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:

