@@ -132,6 +132,7 @@ def test_a_lora_run_on_a_local_hf_folder_trains_saves_and_evaluates(tiny_bert_di
         "model=hf",
         f"model.pretrained_model_name_or_path={tiny_bert_dir}",
         "data=text_csv",
+        f"data.tokenizer={tiny_bert_dir}",
         "adapter.targets=[query,value]",
         "adapter.lr=1e-2",
         "logger=[]",
@@ -148,3 +149,14 @@ def test_a_lora_run_on_a_local_hf_folder_trains_saves_and_evaluates(tiny_bert_di
     eval_cfg = compose_config("eval", [f"ckpt_path={best}"], run_dir / "eval")
     again = evaluate(eval_cfg)
     assert again["test/acc"] == pytest.approx(metrics["test/acc"])
+
+
+def test_a_hf_model_with_another_models_tokenizer_is_refused(tiny_bert_dir, train_cfg):
+    """The default data.tokenizer is MiniLM's: with another model it must be set too."""
+    from loralab.run.builder import build_run
+
+    cfg = train_cfg(
+        "model=hf", f"model.pretrained_model_name_or_path={tiny_bert_dir}", "data=text_csv"
+    )
+    with pytest.raises(ConfigError, match=f"set data.tokenizer={tiny_bert_dir}"):
+        build_run(cfg)

@@ -22,7 +22,7 @@ from loralab.lora import (
     merge_lora,
     unmerge_lora,
 )
-from loralab.measure.merge import max_merge_diff
+from loralab.measure.merge_diff import max_merge_diff
 
 D, HIDDEN, N_LAYERS, N_CLASSES = 16, 24, 2, 3
 

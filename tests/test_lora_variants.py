@@ -28,7 +28,7 @@ from loralab.lora import (
     lora_scaling,
     save_adapter,
 )
-from loralab.measure.merge import max_merge_diff
+from loralab.measure.merge_diff import max_merge_diff
 from loralab.run.names import run_name
 from loralab.tasks.optim import scaled_optimizer
 

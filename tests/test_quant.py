@@ -30,7 +30,7 @@ from loralab.lora.quant import (
     dequantize_scales,
     quantize,
 )
-from loralab.measure.merge import max_merge_diff
+from loralab.measure.merge_diff import max_merge_diff
 
 
 def pretrained_like_weight(out_features: int = 96, in_features: int = 100) -> torch.Tensor:

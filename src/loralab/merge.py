@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from loralab.errors import ConfigError
 from loralab.io import to_plain, write_json
 from loralab.lora import lora_layers, merge_and_unwrap
-from loralab.measure.merge import MERGE_DIFF, output_diff
+from loralab.measure.merge_diff import MERGE_DIFF, output_diff
 from loralab.models import load_backbone, save_backbone
 from loralab.models.outputs import logits_of
 from loralab.run.builder import load_run

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from loralab.lora import lora_layers
-from loralab.measure.merge import MERGE_DIFF, max_merge_diff
+from loralab.measure.merge_diff import MERGE_DIFF, max_merge_diff
 
 log = logging.getLogger(__name__)
 

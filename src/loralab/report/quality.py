@@ -52,9 +52,6 @@ class Quality:
         size = f"{abs(gap):.1f} points" if self.percent else f"{abs(gap):.2g} {self.name}"
         return f"{size} {'worse than' if gap > 0 else 'better than'}"
 
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
-
 
 ACCURACY = Quality("accuracy", "val/acc", "test/acc", higher_is_better=True, percent=True)
 PERPLEXITY = Quality("perplexity", "val/ppl", "test/ppl", higher_is_better=False, percent=False)

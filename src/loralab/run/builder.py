@@ -54,9 +54,31 @@ def build_run(cfg: DictConfig) -> Run:
     """Data, adapted backbone and task module of a run, as its config describes them."""
     datamodule = hydra.utils.instantiate(cfg.data)
     backbone = hydra.utils.instantiate(cfg.model)
+    check_same_source(datamodule, backbone)
     report = apply_adapter(backbone, cfg.adapter)
     task = hydra.utils.instantiate(cfg.task, model=backbone)
     return Run(cfg, datamodule, task, report)
+
+
+def check_same_source(datamodule: L.LightningDataModule, backbone: torch.nn.Module) -> None:
+    """A Hugging Face model must read the ids of its own tokenizer, not another model's."""
+    model_source = getattr(backbone, "name_or_path", None)
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    tokenizer_source = getattr(tokenizer, "name_or_path", None)
+    if not model_source or not tokenizer_source or _same(model_source, tokenizer_source):
+        return
+    raise ConfigError(
+        f"data.tokenizer={tokenizer_source} is not the tokenizer of "
+        f"model.pretrained_model_name_or_path={model_source}, so the model would read ids "
+        f"another tokenizer assigned; set data.tokenizer={model_source}."
+    )
+
+
+def _same(a: str, b: str) -> bool:
+    """Two hub ids or folders that name the same source."""
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from loralab.tasks.base import AdapterBlindTask, OptimizerFactory
+from loralab.tasks.adapter_blind import AdapterBlindTask, OptimizerFactory
 
 IGNORE_INDEX = -100  # label of a position that has no next token to predict (padding)
 
