@@ -38,6 +38,9 @@ def test_multirun_over_two_ranks(tmp_path, pretrained_backbone):
         ("adapter.rank=0", "adapter.rank"),
         ("adapter.alpha=-1", "adapter.alpha"),
         ("adapter.targets=[nope]", "adapter.targets"),
+        # raised inside hydra.utils.instantiate, which wraps it: still one sentence
+        ("data.rule=nope", "data.rule"),
+        ("model.net.n_heads=3", "model.n_heads"),
     ],
 )
 def test_bad_adapter_values_fail_in_one_sentence(tmp_path, pretrained_backbone, override, key):
