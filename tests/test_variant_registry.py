@@ -51,7 +51,7 @@ class GatedLoRALayer(LoRALayer):
         result = self.base(x)
         if self.merged:
             return result
-        update = self.layer_type.low_rank(self.dropout(x), self.lora_A, self.lora_B)
+        update = self.low_rank(self.dropout(x))
         return result + self.scaling * self.lora_gate * update
 
     def delta_weight(self) -> Tensor:

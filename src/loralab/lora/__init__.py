@@ -31,7 +31,7 @@ from loralab.lora.params import (
     parameter_table,
 )
 from loralab.lora.peft_format import adapter_config_from_peft, export_peft, import_peft
-from loralab.lora.quantized_linear import QuantizedLinear, quantize_frozen_linears
+from loralab.lora.quantized_linear import QuantizedLinear
 from loralab.lora.state import (
     adapter_state_dict,
     load_adapter,
@@ -41,6 +41,7 @@ from loralab.lora.state import (
 )
 from loralab.lora.targets import find_target_modules, match_any
 from loralab.lora.variants import DoRALayer, Variant, build_layer, register_variant
+from loralab.lora.variants.qlora import quantize_frozen_linears
 
 __all__ = [
     "AdapterConfigError",

@@ -10,9 +10,9 @@ wrapped layer computes exactly what the base layer did and training starts from 
 pretrained model. Because B A has the shape of W, the update can be folded into W after
 training (`merge`), leaving a plain layer with no extra inference cost.
 
-The layer is written once for every kind of base: what differs between a `nn.Linear` and
-other layers (the shapes of A and B, how B A x is computed, the layout of B @ A) is its
-`LayerType` (`layer_types.py`). rsLoRA (Kalajdzievski, 2023) changes only a number and lives
+The layer is written once for every kind of base (`nn.Linear`, GPT-2's `Conv1D`,
+`nn.Embedding`, `nn.Conv1d`/`nn.Conv2d`): what differs between them (the shapes of A and B,
+how B A x is computed, the layout of B @ A) is its `LayerType` (`layer_types.py`). rsLoRA (Kalajdzievski, 2023) changes only a number and lives
 here too: `scaling_rule="rs"` scales by alpha / sqrt(r) instead of alpha / r, so the update
 does not fade as the rank grows. The other variants are in `variants/`.
 """
@@ -101,8 +101,11 @@ class LoRALayer(nn.Module):
         # still works at another
         self.scaling = lora_scaling(alpha, rank, scaling_rule)
         self.merged = False
-        # dropout acts on the adapter's input only; Identity skips the work when p == 0
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout_rate = float(dropout)
+        # dropout acts on the adapter's input only (never on token ids); Identity skips the
+        # work when p == 0
+        use_dropout = dropout > 0 and layer_type.takes_dropout()
+        self.dropout = nn.Dropout(dropout) if use_dropout else nn.Identity()
 
         # adapter tensors live where the base weight lives, in its precision
         weight = layer_type.weight(base)
@@ -149,13 +152,17 @@ class LoRALayer(nn.Module):
     def bias(self) -> Tensor | None:
         return self.base.bias
 
+    def low_rank(self, x: Tensor) -> Tensor:
+        """B A x (unscaled), shaped like the base layer's output: what a variant builds on."""
+        return self.layer_type.low_rank(self.base, x, self.lora_A, self.lora_B)
+
     def forward(self, x: Tensor) -> Tensor:
         result = self.base(x)
         if self.merged:
             # W already holds W + scaling * B @ A
             return result
         return self.layer_type.add_update(
-            result, self.dropout(x), self.lora_A, self.lora_B, self.scaling
+            self.base, result, self.dropout(x), self.lora_A, self.lora_B, self.scaling
         )
 
     def delta_weight(self) -> Tensor:

@@ -5,6 +5,15 @@ A and B, the low-rank path `B A x` in the layer's output layout, and the update 
 the base weight's own layout (so that it can be folded in). Everything else, the scaling,
 merging, saving and the variants, is written once in terms of these few operations.
 
+Built in, with the tensor layouts PEFT uses, so adapters convert by renaming:
+
+| type | base | A | B | update B @ A in W's layout |
+|---|---|---|---|---|
+| `Linear` | `nn.Linear`, W: out x in | r x in | out x r | B @ A |
+| `Conv1D` | transformers' `Conv1D` (GPT-2), W: in x out | r x in | out x r | (B @ A)^T |
+| `Embedding` | `nn.Embedding`, W: num x dim | r x num | dim x r | (B @ A)^T |
+| `Conv1d`, `Conv2d` | W: out x in x k... | a conv with the layer's kernel, stride and padding: r x in x k... | a 1x1 conv: out x r x 1... | B @ A per kernel tap |
+
 Adding a layer type is one subclass here plus `register_layer_type(...)`; every variant
 that declares no restriction of its `layer_types` then works on it.
 """
@@ -12,6 +21,8 @@ that declares no restriction of its `layer_types` then works on it.
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +35,28 @@ class LayerType:
     """How LoRA attaches to one kind of base layer; stateless, one instance per kind."""
 
     name: str = "layer"
-    # the base modules of this type (checked with isinstance)
-    module_types: tuple[type[nn.Module], ...] = ()
     # part of `all-linear` (PEFT: Linear and transformers' Conv1D)
     linear: bool = False
+    # QLoRA may store a frozen base of this type as a `QuantizedLinear`
+    quantizable: bool = False
+    # the base weight is stored in x out (PEFT's `fan_in_fan_out`)
+    fan_in_fan_out: bool = False
     # our tensor name -> the key suffix PEFT saves it under
     peft_names = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight"}
 
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        """The base modules of this type (checked with isinstance)."""
+        return ()
+
     def matches(self, module: nn.Module) -> bool:
+        if isinstance(module, QuantizedLinear):  # a quantized base keeps its original type
+            return module.layer_type == self.name
         return isinstance(module, self.module_types)
+
+    def refusal(self, base: nn.Module) -> str | None:
+        """Why this particular layer cannot take an exact update (None: it can)."""
+        return None
 
     def features(self, base: nn.Module) -> tuple[int, int]:
         """(in, out): the sizes the update maps between; rank <= min of them."""
@@ -51,15 +75,25 @@ class LayerType:
         else:  # the init nn.Linear gives its own weight
             nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5))
 
-    def low_rank(self, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+    def takes_dropout(self) -> bool:
+        """Whether dropout on the layer's input means anything (not on token ids)."""
+        return True
+
+    def low_rank(self, base: nn.Module, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
         """B A x, shaped like the base layer's output."""
         raise NotImplementedError
 
     def add_update(
-        self, result: Tensor, x: Tensor, lora_a: Tensor, lora_b: Tensor, scaling: float
+        self,
+        base: nn.Module,
+        result: Tensor,
+        x: Tensor,
+        lora_a: Tensor,
+        lora_b: Tensor,
+        scaling: float,
     ) -> Tensor:
         """The base output plus scaling * B A x."""
-        return result + scaling * self.low_rank(x, lora_a, lora_b)
+        return result + scaling * self.low_rank(base, x, lora_a, lora_b)
 
     def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
         """B @ A in the layout of the base weight (unscaled)."""
@@ -85,38 +119,64 @@ class LayerType:
         """A per-output-channel `scale` shaped to broadcast against the layer's output."""
         return scale
 
+    def peft_magnitude(self, magnitude: Tensor) -> Tensor:
+        """DoRA's per-output magnitude in the shape PEFT stores it (a vector for most types)."""
+        return magnitude
+
     def plain_module(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
         """A plain base layer holding `weight` and `bias` (for the analysis and for merges)."""
         raise NotImplementedError
+
+
+def filled(module: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
+    """`module` on weight's device and dtype, holding `weight` and `bias`, frozen."""
+    module.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        if bias is not None:
+            module.bias.copy_(bias)
+    return module.requires_grad_(False)
+
+
+def add_through_rank(result: Tensor, low_rank: Tensor, lora_b: Tensor, scaling: float) -> Tensor:
+    """result + scaling * low_rank @ B^T in one addmm: no extra pass over the (..., out) tensor."""
+    summed = torch.addmm(
+        result.reshape(-1, result.shape[-1]),
+        low_rank.reshape(-1, lora_b.shape[1]),
+        lora_b.t(),
+        alpha=scaling,
+    )
+    return summed.view(result.shape)
 
 
 class LinearType(LayerType):
     """`nn.Linear` (and a frozen `QuantizedLinear`): y = x W^T + b, W is out x in."""
 
     name = "Linear"
-    module_types = (nn.Linear, QuantizedLinear)
     linear = True
+    quantizable = True
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return (nn.Linear,)
 
     def features(self, base: nn.Module) -> tuple[int, int]:
         return base.in_features, base.out_features
 
-    def low_rank(self, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+    def low_rank(self, base: nn.Module, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
         return F.linear(F.linear(x, lora_a), lora_b)
 
     def add_update(
-        self, result: Tensor, x: Tensor, lora_a: Tensor, lora_b: Tensor, scaling: float
+        self,
+        base: nn.Module,
+        result: Tensor,
+        x: Tensor,
+        lora_a: Tensor,
+        lora_b: Tensor,
+        scaling: float,
     ) -> Tensor:
-        # go through the rank-r bottleneck first: two thin matmuls instead of one full one.
-        # addmm computes result + scaling * low_rank @ B^T in one BLAS call, so neither the
-        # scaling nor the sum costs an extra pass over the (..., out) tensor
-        low_rank = F.linear(x, lora_a)
-        summed = torch.addmm(
-            result.reshape(-1, result.shape[-1]),
-            low_rank.reshape(-1, lora_a.shape[0]),
-            lora_b.t(),
-            alpha=scaling,
-        )
-        return summed.view(result.shape)
+        # through the rank-r bottleneck first: two thin matmuls instead of one full one
+        return add_through_rank(result, F.linear(x, lora_a), lora_b, scaling)
 
     def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
         return lora_b @ lora_a
@@ -126,13 +186,186 @@ class LinearType(LayerType):
 
     def plain_module(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
         out_features, in_features = weight.shape
-        linear = nn.Linear(in_features, out_features, bias=bias is not None)
-        linear.to(device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            if bias is not None:
-                linear.bias.copy_(bias)
-        return linear.requires_grad_(False)
+        return filled(nn.Linear(in_features, out_features, bias=bias is not None), weight, bias)
+
+
+def transformers_conv1d() -> tuple[type[nn.Module], ...]:
+    """transformers' `Conv1D` class if transformers is loaded (no model can hold one otherwise)."""
+    module = sys.modules.get("transformers.pytorch_utils")
+    return (module.Conv1D,) if module is not None else ()
+
+
+class Conv1DType(LinearType):
+    """transformers' `Conv1D` (GPT-2's c_attn, c_proj, c_fc): y = x W + b, W is in x out.
+
+    A linear layer whose weight is stored transposed, so A and B are exactly Linear's and so
+    is the forward path; only the update folds in transposed, and an output channel is a
+    column of W.
+    """
+
+    name = "Conv1D"
+    fan_in_fan_out = True
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return transformers_conv1d()
+
+    def features(self, base: nn.Module) -> tuple[int, int]:
+        if isinstance(base, QuantizedLinear):
+            return base.in_features, base.out_features
+        return base.nx, base.nf
+
+    def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+        return (lora_b @ lora_a).t()
+
+    def rows(self, weight: Tensor) -> Tensor:
+        return weight.t()
+
+    def scale_rows(self, weight: Tensor, scale: Tensor) -> Tensor:
+        return weight * scale.to(weight.dtype)[None, :]
+
+    def without_bias(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
+        return x @ weight
+
+    def plain_module(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
+        from transformers.pytorch_utils import Conv1D
+
+        in_features, out_features = weight.shape
+        conv = filled(Conv1D(out_features, in_features), weight, bias)
+        if bias is None:
+            nn.init.zeros_(conv.bias)  # Conv1D always has a bias
+        return conv
+
+
+class EmbeddingType(LayerType):
+    """`nn.Embedding`: row i of W (num x dim) is token i's vector; LoRA adds row i of (B A)^T.
+
+    As in PEFT (`lora_embedding_A`, r x num; `lora_embedding_B`, dim x r), the update is
+    looked up like an embedding: A's column for each id, then B. An output channel is one
+    embedding dimension, a column of W.
+    """
+
+    name = "Embedding"
+    peft_names = {"lora_A": "lora_embedding_A", "lora_B": "lora_embedding_B"}
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return (nn.Embedding,)
+
+    def refusal(self, base: nn.Module) -> str | None:
+        if base.max_norm is not None:
+            return (
+                f"an Embedding with max_norm={base.max_norm}, which renormalises looked-up "
+                "rows so that no fixed update of W reproduces it"
+            )
+        return None
+
+    def features(self, base: nn.Module) -> tuple[int, int]:
+        return base.num_embeddings, base.embedding_dim
+
+    def takes_dropout(self) -> bool:
+        return False  # the input is token ids
+
+    def lookup(self, base: nn.Module, x: Tensor, lora_a: Tensor) -> Tensor:
+        """A's column for every id: (..., r); the padding id's column gets no gradient."""
+        return F.embedding(x, lora_a.t(), padding_idx=base.padding_idx)
+
+    def low_rank(self, base: nn.Module, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+        return self.lookup(base, x, lora_a) @ lora_b.t()
+
+    def add_update(
+        self,
+        base: nn.Module,
+        result: Tensor,
+        x: Tensor,
+        lora_a: Tensor,
+        lora_b: Tensor,
+        scaling: float,
+    ) -> Tensor:
+        return add_through_rank(result, self.lookup(base, x, lora_a), lora_b, scaling)
+
+    def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+        return (lora_b @ lora_a).t()
+
+    def rows(self, weight: Tensor) -> Tensor:
+        return weight.t()
+
+    def scale_rows(self, weight: Tensor, scale: Tensor) -> Tensor:
+        return weight * scale.to(weight.dtype)[None, :]
+
+    def without_bias(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
+        return F.embedding(x, weight, padding_idx=base.padding_idx)
+
+    def plain_module(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
+        num, dim = weight.shape
+        return filled(nn.Embedding(num, dim), weight, None)
+
+
+class ConvType(LayerType):
+    """`nn.Conv1d` / `nn.Conv2d`: A is a conv with the layer's kernel, stride and padding
+    (r x in x k...), B a 1x1 conv (out x r x 1...), so B A x is a rank-r conv; its kernel,
+    tap by tap B @ A, folds into W (out x in x k...)."""
+
+    module: type[nn.Module] = nn.Conv2d
+    conv: Callable[..., Tensor] = staticmethod(F.conv2d)
+    dims = 2  # spatial dimensions of the kernel
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return (self.module,)
+
+    def refusal(self, base: nn.Module) -> str | None:
+        unusual = {
+            "groups": (base.groups, 1),
+            "dilation": (base.dilation, (1,) * self.dims),
+            "padding_mode": (base.padding_mode, "zeros"),
+        }
+        for key, (value, plain) in unusual.items():
+            if value != plain:
+                return (
+                    f"a {self.name} with {key}={value!r}; LoRA (as in PEFT) adapts convolutions "
+                    f"with {key}={plain!r} only"
+                )
+        return None
+
+    def features(self, base: nn.Module) -> tuple[int, int]:
+        return base.in_channels, base.out_channels
+
+    def a_shape(self, base: nn.Module, rank: int) -> tuple[int, ...]:
+        return (rank, base.in_channels, *base.kernel_size)
+
+    def b_shape(self, base: nn.Module, rank: int) -> tuple[int, ...]:
+        return (base.out_channels, rank, *([1] * self.dims))
+
+    def low_rank(self, base: nn.Module, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+        after_a = self.conv(x, lora_a, None, base.stride, base.padding)
+        return self.conv(after_a, lora_b)
+
+    def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+        # W[o, i, taps] = sum_r B[o, r] A[r, i, taps]
+        return (lora_b.flatten(1) @ lora_a.flatten(1)).view(lora_b.shape[0], *lora_a.shape[1:])
+
+    def without_bias(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
+        return self.conv(x, weight, None, base.stride, base.padding)
+
+    def per_output(self, scale: Tensor, output: Tensor) -> Tensor:
+        return scale.view(-1, *([1] * self.dims))  # channels come before the spatial dims
+
+    def peft_magnitude(self, magnitude: Tensor) -> Tensor:
+        return magnitude.view(1, -1, *([1] * self.dims))
+
+    def plain_module(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
+        out_channels, in_channels, *kernel = weight.shape
+        conv = self.module(in_channels, out_channels, tuple(kernel), bias=bias is not None)
+        return filled(conv, weight, bias)
+
+
+class Conv1dType(ConvType):
+    name, module, conv, dims = "Conv1d", nn.Conv1d, staticmethod(F.conv1d), 1
+
+
+class Conv2dType(ConvType):
+    name, module, conv, dims = "Conv2d", nn.Conv2d, staticmethod(F.conv2d), 2
 
 
 LAYER_TYPES: list[LayerType] = []
@@ -161,3 +394,7 @@ def type_names() -> str:
 
 
 LINEAR = register_layer_type(LinearType())
+CONV1D = register_layer_type(Conv1DType())
+EMBEDDING = register_layer_type(EmbeddingType())
+CONV1D_CHANNELS = register_layer_type(Conv1dType())
+CONV2D = register_layer_type(Conv2dType())

@@ -4,6 +4,11 @@ This is the frozen base of QLoRA: the weight lives as codes + scales (see `quant
 every forward rebuilds a full-precision copy just for the matmul, then drops it. Memory for
 the weights falls to ~1/4 (int8) or ~1/8 (NF4) of float32; the price is the rounding error
 and a dequantization per call. LoRA's A and B on top stay in full precision.
+
+A linear layer whose weight is stored transposed (transformers' `Conv1D` in GPT-2, in x out:
+PEFT's `fan_in_fan_out`) is quantized as out x in like any other, so int8 keeps one scale
+per output channel, and `weight` gives it back in its own layout; `layer_type` records which
+registered layer type the quantized layer stands in for.
 """
 
 from __future__ import annotations
@@ -20,16 +25,24 @@ log = logging.getLogger("loralab.lora")
 
 
 class QuantizedLinear(nn.Module):
-    """A frozen `nn.Linear` whose weight is stored quantized; the bias stays as it was."""
+    """A frozen linear layer whose weight is stored quantized; the bias stays as it was."""
 
-    def __init__(self, linear: nn.Linear, fmt: str, double_quant: bool = False) -> None:
+    def __init__(
+        self,
+        linear: nn.Module,
+        fmt: str,
+        double_quant: bool = False,
+        fan_in_fan_out: bool = False,
+        layer_type: str = "Linear",
+    ) -> None:
         super().__init__()
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
+        self.fan_in_fan_out = fan_in_fan_out
+        self.layer_type = layer_type
         self.fmt = fmt
         self.double_quant = double_quant
         self.dtype = linear.weight.dtype
-        q = quantize(linear.weight, fmt, double_quant)
+        q = quantize(self.as_out_by_in(linear.weight), fmt, double_quant)
+        self.out_features, self.in_features = q.shape
         self.shape = q.shape
         # buffers, not parameters: they move with .to(device), never train, and are saved
         for name, tensor in q.tensors().items():
@@ -52,9 +65,13 @@ class QuantizedLinear(nn.Module):
             getattr(self, "scale_mean", None),
         )
 
+    def as_out_by_in(self, weight: Tensor) -> Tensor:
+        """A weight in this layer's own layout as out x in, and back (a transpose undoes itself)."""
+        return weight.t() if self.fan_in_fan_out else weight
+
     def dequantize(self) -> Tensor:
-        """The weight the stored codes stand for (not any merged update)."""
-        return dequantize(self.stored(), self.dtype)
+        """The weight the stored codes stand for (not any merged update), in the layer's layout."""
+        return self.as_out_by_in(dequantize(self.stored(), self.dtype))
 
     @property
     def weight(self) -> Tensor:
@@ -66,7 +83,7 @@ class QuantizedLinear(nn.Module):
         return self.stored().stored_bytes()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight.to(x.dtype), self.bias)
+        return F.linear(x, self.as_out_by_in(self.weight).to(x.dtype), self.bias)
 
     @torch.no_grad()
     def hold_merged(self, weight: Tensor) -> None:
@@ -76,7 +93,8 @@ class QuantizedLinear(nn.Module):
         the update without a word; the merged layer therefore costs full-precision memory.
         """
         if not self.warned_about_merging:
-            error = (dequantize(quantize(weight, self.fmt, self.double_quant)) - weight).abs().max()
+            linear = self.as_out_by_in(weight)
+            error = (dequantize(quantize(linear, self.fmt, self.double_quant)) - linear).abs().max()
             log.warning(
                 "merging into a base stored as %s: the weight is dequantized and the merged "
                 "result kept in float (%d bytes instead of %d); requantizing it to %s would "
@@ -94,34 +112,10 @@ class QuantizedLinear(nn.Module):
         """Back to the stored codes, which the merge never changed."""
         self.dense_weight = None
 
-    def to_linear(self) -> nn.Linear:
-        """A plain `nn.Linear` with the current (dequantized, maybe merged) weight."""
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        weight = self.weight
-        linear.to(device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            if self.bias is not None:
-                linear.bias.copy_(self.bias)
-        return linear.requires_grad_(False)
-
     def extra_repr(self) -> str:
         dq = ", double_quant" if self.double_quant else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, {self.fmt}{dq}"
-
-
-def quantize_frozen_linears(model: nn.Module, fmt: str, double_quant: bool = False) -> list[str]:
-    """Swap every frozen `nn.Linear` (LoRA's bases included) for a `QuantizedLinear`.
-
-    Layers that train (a new head, anything in adapter.trainable) stay in full precision,
-    and so do embeddings and norms, as in QLoRA. Returns the names of the swapped layers.
-    """
-    swapped = []
-    for parent_name, parent in list(model.named_modules()):
-        if isinstance(parent, nn.MultiheadAttention):
-            continue  # it reads out_proj.weight directly; a quantized out_proj would be ignored
-        for child_name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and not child.weight.requires_grad:
-                setattr(parent, child_name, QuantizedLinear(child, fmt, double_quant))
-                swapped.append(f"{parent_name}.{child_name}" if parent_name else child_name)
-    return swapped
+        layout = f", {self.layer_type}" if self.layer_type != "Linear" else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"{self.fmt}{dq}{layout}"
+        )

@@ -49,6 +49,12 @@ class DoRALayer(LoRALayer):
     def peft_names(self) -> dict[str, str]:
         return {**super().peft_names(), MAGNITUDE: "lora_magnitude_vector"}
 
+    def peft_state(self) -> dict[str, Tensor]:
+        state = super().peft_state()
+        key = self.peft_names()[MAGNITUDE]
+        state[key] = self.layer_type.peft_magnitude(state[key])  # conv: (1, out, 1, ...)
+        return state
+
     def row_norm(self, weight: Tensor) -> Tensor:
         """||W + s B A|| per output row: the length the direction is divided by."""
         adapted = weight + self.delta_weight().to(weight.dtype)
@@ -61,7 +67,7 @@ class DoRALayer(LoRALayer):
         weight = kind.weight(self.base)  # dequantized once here if the base is quantized
         result = self.base(x)  # the base layer's own output
         x = self.dropout(x)
-        update = kind.low_rank(x, self.lora_A, self.lora_B) * self.scaling
+        update = self.low_rank(x) * self.scaling
         row_scale = kind.per_output(self.lora_magnitude / self.row_norm(weight).detach(), result)
         # m/||.|| * (W x + s B A x) + b, written as a correction to the base output; at init
         # row_scale is exactly 1 and the update exactly 0, so the base output comes back

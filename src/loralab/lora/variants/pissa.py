@@ -65,9 +65,13 @@ def pissa_as_plain_lora(
 
 @torch.no_grad()
 def init_from_principal_components(layer: LoRALayer) -> None:
-    """B @ A takes W's top-r singular part, W keeps the rest: the layer's outputs do not change."""
+    """B @ A takes W's top-r singular part, W keeps the rest: the layer's outputs do not change.
+
+    The SVD is of W as out x in (`rows`: GPT-2's Conv1D stores it transposed), so A and B
+    come out in the shapes LoRA uses; the top part is taken out of W in W's own layout.
+    """
     weight = layer.base.weight
-    lora_a, lora_b = pissa_factors(weight, layer.rank, layer.scaling)
+    lora_a, lora_b = pissa_factors(layer.layer_type.rows(weight), layer.rank, layer.scaling)
     layer.lora_A.copy_(lora_a)
     layer.lora_B.copy_(lora_b)
     weight.sub_(layer.delta_weight().to(weight.dtype))
@@ -79,7 +83,7 @@ def init_from_principal_components(layer: LoRALayer) -> None:
 class PiSSA(Variant):
     name = "pissa"
     key, values = "init", ("pissa",)
-    layer_types = ("Linear",)  # an SVD of a 2-D weight
+    layer_types = ("Linear", "Conv1D")  # an SVD of a 2-D weight, as PEFT supports it
     changes_base = True  # the base keeps only the residual
     update_needs_base = True  # the initial B @ A is W's top singular part
 

@@ -1,10 +1,12 @@
 """QLoRA: the frozen base stored in 4-bit NF4 or int8 (`adapter.quant=nf4|int8`).
 
 QLoRA (Dettmers et al., 2023) keeps the frozen base quantized and trains LoRA in full
-precision on top. After every target is wrapped, each frozen linear layer, the wrapped bases
+precision on top. After every target is wrapped, each frozen linear layer (every layer type
+marked `quantizable`: `nn.Linear` and GPT-2's transposed `Conv1D`), the wrapped bases
 included, becomes a `QuantizedLinear` (see `loralab.lora.quant` for the formats); a layer
 whose output depends on the base weight (DoRA's magnitude) is then told its base changed, so
-the model still equals its (quantized) base at init.
+the model still equals its (quantized) base at init. Embeddings, convolutions and norms stay
+in full precision, as in QLoRA.
 """
 
 from __future__ import annotations
@@ -16,9 +18,33 @@ from torch import nn
 
 from loralab.errors import AdapterConfigError
 from loralab.lora.layer import LoRALayer
+from loralab.lora.layer_types import layer_type_of
 from loralab.lora.quant import FORMATS
-from loralab.lora.quantized_linear import quantize_frozen_linears
+from loralab.lora.quantized_linear import QuantizedLinear
 from loralab.lora.variants.registry import Variant
+
+
+def quantize_frozen_linears(model: nn.Module, fmt: str, double_quant: bool = False) -> list[str]:
+    """Swap every frozen linear layer (LoRA's bases included) for a `QuantizedLinear`.
+
+    Layers that train (a new head, anything in adapter.trainable) stay in full precision,
+    and so do embeddings and norms, as in QLoRA. Returns the names of the swapped layers.
+    """
+    swapped = []
+    for parent_name, parent in list(model.named_modules()):
+        if isinstance(parent, nn.MultiheadAttention):
+            continue  # it reads out_proj.weight directly; a quantized out_proj would be ignored
+        for child_name, child in list(parent.named_children()):
+            kind = layer_type_of(child)
+            # the exact class: a subclass may compute something else with its weight
+            plain = kind is not None and type(child) in kind.module_types
+            if plain and kind.quantizable and not child.weight.requires_grad:
+                quantized = QuantizedLinear(
+                    child, fmt, double_quant, kind.fan_in_fan_out, kind.name
+                )
+                setattr(parent, child_name, quantized)
+                swapped.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+    return swapped
 
 
 class QLoRA(Variant):
