@@ -5,7 +5,7 @@ update attaches to each), `targets.py` (which layers), `inject.py` (what trains)
 (what it costs), `state.py` (what is saved). Then the variants, one registry for all of them
 (`variants/`: rsLoRA, LoRA+, DoRA, PiSSA, QLoRA with `quant.py` + `quantized_linear.py`),
 and the adapter's life after training: `fold.py` (merge for good), `multi.py` (several
-adapters on one base) and `peft_format.py` (Hugging Face PEFT folders).
+adapters on one base), `peft_format.py` and `peft_config.py` (Hugging Face PEFT folders).
 
 This package imports nothing of loralab but the leaf modules `loralab.errors` and `loralab.io`.
 """
@@ -30,7 +30,8 @@ from loralab.lora.params import (
     format_parameter_table,
     parameter_table,
 )
-from loralab.lora.peft_format import adapter_config_from_peft, export_peft, import_peft
+from loralab.lora.peft_config import adapter_config_from_peft
+from loralab.lora.peft_format import export_peft, import_peft
 from loralab.lora.quantized_linear import QuantizedLinear
 from loralab.lora.state import (
     adapter_state_dict,

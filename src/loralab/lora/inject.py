@@ -20,7 +20,7 @@ from loralab.errors import AdapterConfigError
 from loralab.lora.layer import LoRALayer, validate_lora_settings
 from loralab.lora.layer_types import layer_type_of
 from loralab.lora.params import count_parameters
-from loralab.lora.targets import as_patterns, find_target_modules, match_any
+from loralab.lora.targets import as_patterns, find_target_modules, match_any, resolve_trainable
 from loralab.lora.variants import FULL, active_variants, build_layer, check_supported
 
 log = logging.getLogger("loralab.lora")
@@ -100,7 +100,7 @@ def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
 
 def _select_modules(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """The layers LoRA wraps and the modules trained in full, in model order."""
-    trainable = _find_trainable_modules(model, cfg.get("trainable"))
+    trainable = _find_trainable_modules(model, resolve_trainable(model, cfg.get("trainable")))
     targets = find_target_modules(model, cfg.get("targets"), cfg.get("exclude") or ())
     # a module trained in full needs no low-rank update on top
     targets = [name for name in targets if not _inside_any(name, trainable)]

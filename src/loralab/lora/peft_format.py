@@ -4,11 +4,14 @@ A PEFT LoRA adapter is a folder with two files:
   * `adapter_config.json`: `peft_type: "LORA"`, `r`, `lora_alpha`, `lora_dropout`,
     `target_modules`, `use_rslora`, `use_dora`, `init_lora_weights`, `modules_to_save`, ...
   * `adapter_model.safetensors`: `base_model.model.<module path>.lora_A.weight` (r x in),
-    `...lora_B.weight` (out x r), `...lora_magnitude_vector` (DoRA, out) and the tensors of
-    the modules trained in full under `base_model.model.<param name>`.
+    `...lora_B.weight` (out x r), `...lora_magnitude_vector` (DoRA, out), for an embedding
+    `...lora_embedding_A` / `...lora_embedding_B`, and the tensors of the modules trained in
+    full under `base_model.model.<param name>`.
 
 The math is the same as ours (scaling alpha/r, or alpha/sqrt(r) with `use_rslora`; DoRA's
-per-row magnitude), so converting is renaming. Two cases need more than renaming:
+per-row magnitude) and so are the tensor layouts of every layer type (`layer_types.py`), so
+converting is renaming; the config fields are mapped in `peft_config.py`. Two cases need
+more than renaming:
   * PiSSA changed the base weight. PEFT's own answer, used here too, is to restate the
     trained adapter as a rank-2r LoRA on the *original* weight (see `pissa.py`), so the
     exported folder applies to the untouched pretrained model.
@@ -32,17 +35,17 @@ from loralab.errors import AdapterConfigError, MissingFileError
 from loralab.io import atomic_path
 from loralab.lora.inject import AdapterReport, apply_adapter, lora_layers
 from loralab.lora.layer import LoRALayer
+from loralab.lora.peft_config import SEQ_CLS_HEADS, adapter_config_from_peft, peft_config_of
 from loralab.lora.quantized_linear import QuantizedLinear
 from loralab.lora.state import load_adapter_tensors
-from loralab.lora.variants import VARIANTS, variants_of
+from loralab.lora.targets import match_any
+from loralab.lora.variants import variants_of
 
 log = logging.getLogger("loralab.lora")
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PREFIX = "base_model.model."
-# PEFT inits that rewrite the base weights; their adapters do not apply to a plain base
-BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq")
 
 
 def export_peft(
@@ -51,7 +54,11 @@ def export_peft(
     base_model_name_or_path: str | None = None,
     task_type: str | None = None,
 ) -> Path:
-    """Write the model's adapter as a PEFT folder; returns the folder."""
+    """Write the model's adapter as a PEFT folder; returns the folder.
+
+    `task_type` (SEQ_CLS, CAUSAL_LM, ...) and `base_model_name_or_path` (the hub id or local
+    folder of the base) are what `AutoPeftModelFor<Task>.from_pretrained(folder)` reads.
+    """
     layers = list(lora_layers(model))
     if not layers:
         raise AdapterConfigError(
@@ -59,34 +66,13 @@ def export_peft(
             "apply adapter=lora (or dora) first."
         )
     first = layers[0][1]
-    variants = variants_of(first)
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers:
         _check_same_settings(name, layer, first)
         for suffix, value in _exported_tensors(layer).items():
             tensors[f"{PREFIX}{name}.{suffix}"] = value
     modules_to_save = _fully_trained(model, tensors, layers)
-    config = {
-        "peft_type": "LORA",
-        "task_type": task_type,
-        "base_model_name_or_path": base_model_name_or_path,
-        "revision": None,
-        "inference_mode": True,
-        "r": first.rank,
-        "lora_alpha": first.alpha,
-        "lora_dropout": getattr(first.dropout, "p", 0.0),
-        "target_modules": [name for name, _ in layers],
-        "use_rslora": False,
-        "use_dora": False,
-        "init_lora_weights": "gaussian" if first.init == "gaussian" else True,
-        "modules_to_save": modules_to_save or None,
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-    }
-    for variant in variants:
-        config.update(variant.peft_fields(first))
+    config = peft_config_of(layers, modules_to_save, base_model_name_or_path, task_type)
     if isinstance(first.base, QuantizedLinear):
         log.warning(
             "the adapter in %s was trained on a base stored as %s; apply it to the same "
@@ -149,67 +135,41 @@ def read_peft_config(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def adapter_config_from_peft(peft: Mapping[str, Any]) -> dict[str, Any]:
-    """Our `adapter` config for a PEFT LoRA config; refuses what we cannot reproduce."""
-    if peft.get("peft_type") != "LORA":
-        raise AdapterConfigError(
-            f"peft_type is {peft.get('peft_type')!r}; only LoRA adapters (peft_type LORA) "
-            "can be imported."
-        )
-    init = peft.get("init_lora_weights", True)
-    unsupported = {
-        "rank_pattern": bool(peft.get("rank_pattern")),
-        "alpha_pattern": bool(peft.get("alpha_pattern")),
-        "bias": peft.get("bias", "none") != "none",
-        "fan_in_fan_out": bool(peft.get("fan_in_fan_out")),
-        "layers_to_transform": peft.get("layers_to_transform") is not None,
-        "init_lora_weights": isinstance(init, str) and init.startswith(BASE_CHANGING_INITS),
-    }
-    for key, bad in unsupported.items():
-        if bad:
-            raise AdapterConfigError(
-                f"the PEFT config's {key}={peft.get(key)!r} is not supported by loralab's import; "
-                "save the adapter with PEFT defaults for that field (for a PiSSA-style init, "
-                "convert it to plain LoRA first, as PEFT's save_pretrained can)."
-            )
-    # a string is a regex PEFT full-matches; a list holds names or name suffixes, like ours
-    targets = peft.get("target_modules")
-    if isinstance(targets, str) and targets != "all-linear":
-        targets = f"re:{targets}"
-    exclude = peft.get("exclude_modules") or []
-    adapter = {
-        "name": "lora",
-        "rank": int(peft["r"]),
-        "alpha": peft["lora_alpha"],
-        "dropout": float(peft.get("lora_dropout", 0.0)),
-        "scaling": "standard",
-        "init": "gaussian" if init == "gaussian" else "kaiming",
-        "targets": targets,
-        "exclude": f"re:{exclude}" if isinstance(exclude, str) else list(exclude),
-        "trainable": list(peft.get("modules_to_save") or []),
-    }
-    for variant in VARIANTS:
-        adapter.update(variant.adapter_from_peft(peft))
-    return adapter
-
-
 def import_peft(folder: str | Path, model: nn.Module) -> AdapterReport:
     """Apply the adapter of a PEFT folder to a fresh base model and load its tensors."""
-    cfg = adapter_config_from_peft(read_peft_config(folder))
+    peft = read_peft_config(folder)
+    cfg = adapter_config_from_peft(peft)
+    cfg["trainable"] = _heads_the_model_has(model, cfg["trainable"], peft.get("task_type"))
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise MissingFileError(f"no {WEIGHTS_FILE} in {folder}; the PEFT folder is incomplete.")
     saved = {key.removeprefix(PREFIX): value for key, value in load_file(weights).items()}
     report = apply_adapter(model, cfg)
-    load_adapter_tensors(model, _our_names(model, saved), weights)
+    load_adapter_tensors(model, _our_tensors(model, saved), weights)
     return report
 
 
-def _our_names(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """PEFT's `x.lora_A.weight` (or `x.lora_embedding_A`, ...) -> our `x.lora_A`, per layer."""
-    renames = {
-        f"{name}.{suffix}": f"{name}.{ours}"
-        for name, layer in lora_layers(model)
-        for ours, suffix in layer.peft_names().items()
-    }
-    return {renames.get(key, key): value for key, value in saved.items()}
+def _heads_the_model_has(model: nn.Module, modules: list[str], task_type: str | None) -> list[str]:
+    """PEFT's SEQ_CLS adapters list both `classifier` and `score`: keep the one the model has."""
+    if task_type != "SEQ_CLS":
+        return modules
+    names = [name for name, _ in model.named_modules() if name]
+    return [m for m in modules if m not in SEQ_CLS_HEADS or any(match_any(n, m) for n in names)]
+
+
+def _our_tensors(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """PEFT's `x.lora_A.weight` (or `x.lora_embedding_A`, ...) -> our `x.lora_A`, per layer,
+    in our shapes (PEFT keeps a conv's DoRA magnitude as 1 x out x 1 x 1, we as a vector)."""
+    ours: dict[str, torch.Tensor] = dict(saved)
+    for name, layer in lora_layers(model):
+        own = layer.adapter_parameters()
+        exported = layer.peft_state()
+        for our_name, suffix in layer.peft_names().items():
+            key = f"{name}.{suffix}"
+            if key not in ours:
+                continue
+            value = ours.pop(key)
+            if value.shape == exported[suffix].shape:  # PEFT's layout: back to ours
+                value = value.reshape(own[our_name].shape)
+            ours[f"{name}.{our_name}"] = value
+    return ours

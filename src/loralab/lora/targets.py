@@ -7,8 +7,16 @@ A pattern is one of
     (`q_proj`, `attn.q_proj`), the convention PEFT users know;
   * a glob if it holds any of `*?[` (`*.q_proj`, `layers.1.*`), matched against the full name;
   * a regex after `re:` (`re:layers\\.[01]\\..*_proj`), full-matched against the full name;
-  * `all-linear`: every linear layer (layer types marked `linear`) except output heads
-    (see `OUTPUT_HEAD_NAMES`).
+  * `all-linear`: every linear layer (layer types marked `linear`: `nn.Linear` and GPT-2's
+    `Conv1D`, as in PEFT) except output heads (see `OUTPUT_HEAD_NAMES`).
+
+A selected layer must take an exact update: a layer type can refuse one of its layers (a
+grouped convolution), and a layer whose weight is tied to another module's (GPT-2's `wte`
+and `lm_head`) is refused, since folding the update in would change the other module too.
+
+`adapter.trainable: auto` (the default) trains the model's task head in full: a Hugging
+Face model's modules beside its base model (BERT's `classifier`, GPT-2's and Llama's `score`;
+none for a causal LM, whose `lm_head` is pretrained), or a top-level `classifier` / `score`.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -24,6 +33,9 @@ from loralab.lora.layer import LoRALayer
 from loralab.lora.layer_types import layer_type_of, type_names
 
 ALL_LINEAR = "all-linear"
+AUTO = "auto"
+# the names a new task's head goes by in models that are not Hugging Face ones
+NEW_HEAD_NAMES = ("classifier", "score")
 REGEX_PREFIX = "re:"
 GLOB_CHARS = "*?["
 # a new task's head is trained in full (or not at all), never given a low-rank update
@@ -136,7 +148,58 @@ def find_target_modules(
             f"adapter.exclude {exclude} removes every module adapter.targets {patterns} selects; "
             "narrow adapter.exclude or widen adapter.targets."
         )
+    check_exact_updates(model, targets)
     return targets
+
+
+def check_exact_updates(model: nn.Module, targets: Sequence[str]) -> None:
+    """Refuse a target whose update could not be folded in exactly, naming it and the fix."""
+    owners = parameter_owners(model)
+    for name in targets:
+        module = model.get_submodule(name)
+        reason = layer_type_of(module).refusal(module)
+        tied = [o for p in module.parameters(recurse=False) for o in owners[id(p)] if o != name]
+        if tied:
+            reason = (
+                f"whose weight is tied to {tied[0]}'s, so folding its update in would change "
+                f"{tied[0]} too"
+            )
+        if reason:
+            raise AdapterConfigError(
+                f"adapter.targets selects {name}, {reason}; leave it out "
+                f"(adapter.exclude=[{name}]) or target other layers."
+            )
+
+
+def parameter_owners(model: nn.Module) -> dict[int, list[str]]:
+    """id of each parameter -> the modules holding it directly (more than one: tied)."""
+    owners: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for param in module.parameters(recurse=False):
+            owners.setdefault(id(param), []).append(name)
+    return owners
+
+
+def task_heads(model: nn.Module) -> list[str]:
+    """The modules `adapter.trainable: auto` trains in full: the head a new task added."""
+    children = dict(model.named_children())
+    prefix = getattr(model, "base_model_prefix", None)
+    if prefix not in children:  # not a Hugging Face model
+        return [name for name in children if name in NEW_HEAD_NAMES]
+    getter = getattr(model, "get_output_embeddings", None)
+    output = getter() if getter else None  # a language model's pretrained head
+    return [
+        name
+        for name, child in children.items()
+        if name != prefix
+        and any(True for _ in child.parameters())
+        and not any(sub is output for sub in child.modules())
+    ]
+
+
+def resolve_trainable(model: nn.Module, trainable: Any) -> Any:
+    """`adapter.trainable`, with `auto` replaced by the model's task head."""
+    return task_heads(model) if trainable == AUTO else trainable
 
 
 def _refuse_unsupported_type(model: nn.Module, pattern: str) -> None:

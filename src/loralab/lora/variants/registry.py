@@ -163,9 +163,10 @@ def check_supported(active: Iterable[Variant], name: str, layer_type: LayerType)
     for variant in active:
         if not variant.supports(layer_type):
             supported = ", ".join(variant.layer_types or ())
+            article = "an" if layer_type.name[0] in "AEIOU" else "a"
             raise AdapterConfigError(
                 f"the {variant.name} variant (adapter.{variant.key}) does not support "
-                f"{layer_type.name} layers, and adapter.targets selects {name}, a "
+                f"{layer_type.name} layers, and adapter.targets selects {name}, {article} "
                 f"{layer_type.name}; target {supported} layers only (adapter.exclude) or "
                 f"turn {variant.name} off."
             )
