@@ -3,7 +3,7 @@
     python -m loralab.memory                                  # Llama-2-7B shape, batch 1 x 512, bf16
     python -m loralab.memory --size 13b --batch 4 --seq-len 1024 --rank 16 --targets q,k,v,o
     python -m loralab.memory --params 3e9                     # any size: a Llama-like shape
-    python -m loralab.memory --hf-config path/to/config.json  # a Hugging Face model's shape
+    python -m loralab.memory --hf-config path/to/config.json  # Llama/Mistral/Qwen, GPT-2, BERT
     python -m loralab.memory --model tiny_encoder --batch 64 --seq-len 32 --dtype fp32
     python -m loralab.memory --plot memory.png                # also a stacked bar chart
 
@@ -16,11 +16,12 @@ measured steps (loralab.measure.step.measure_step_memory).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from loralab.errors import UserError
+from loralab.measure.hf_config import shape_from_hf_config
 from loralab.measure.planner import (
     DTYPE_BYTES,
     MemoryEstimate,
@@ -67,40 +68,6 @@ def shape_for_params(n_params: float) -> ModelShape:
             best = shape
     assert best is not None
     return best
-
-
-def shape_from_hf_config(path: str | Path, num_classes: int = 2) -> ModelShape:
-    """A Hugging Face `config.json` (BERT-style encoders and Llama-style decoders)."""
-    config = json.loads(Path(path).read_text())
-    common = dict(
-        name=config.get("_name_or_path") or Path(path).parent.name,
-        vocab_size=config["vocab_size"],
-        hidden=config["hidden_size"],
-        layers=config["num_hidden_layers"],
-        heads=config["num_attention_heads"],
-        kv_heads=config.get("num_key_value_heads"),
-        ffn=config["intermediate_size"],
-    )
-    if config.get("model_type") in ("bert", "roberta", "distilbert", "electra"):
-        return ModelShape(
-            **common,
-            max_positions=config.get("max_position_embeddings", 0),
-            type_vocab=config.get("type_vocab_size", 0),
-            embedding_norm=True,
-            final_norm=False,  # post-LN: every block ends with its own norm
-            pooler=True,
-            num_classes=num_classes,
-        )
-    gated = config.get("hidden_act") in ("silu", "swiglu")
-    return ModelShape(
-        **common,
-        gated_mlp=gated,
-        bias=bool(config.get("attention_bias", False)),
-        rms_norm="rms_norm_eps" in config,
-        head="lm",
-        tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-        padding_mask=False,
-    )
 
 
 def shape_from_model_config(name: str, overrides: Sequence[str] = ()) -> ModelShape:
@@ -196,7 +163,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--size", choices=sorted(PRESETS), help="a Llama 2 shape (default 7b)")
     source.add_argument("--params", type=float, help="any parameter count, e.g. 3e9")
-    source.add_argument("--hf-config", help="a Hugging Face config.json")
+    source.add_argument(
+        "--hf-config", help="a Hugging Face config.json (Llama/Mistral/Qwen, GPT-2, BERT styles)"
+    )
     source.add_argument("--model", help="a configs/model/ name of this project, e.g. tiny_encoder")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=512)
@@ -210,7 +179,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    args = parse_args(argv)
+    """Print (and return) the table; bad input is one `error:` line and exit status 1."""
+    try:
+        return run(parse_args(argv))
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def run(args: argparse.Namespace) -> str:
     if args.hf_config:
         shape = shape_from_hf_config(args.hf_config)
     elif args.model:

@@ -11,6 +11,7 @@ from rich.table import Table
 from torch import nn
 
 from loralab.lora.layer import LoRALayer
+from loralab.lora.layer_types import layer_type_of
 from loralab.lora.quantized_linear import QuantizedLinear
 
 
@@ -42,7 +43,7 @@ def count_parameters(model: nn.Module) -> ParamCount:
 
 def base_weight_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes of the model's own weights as stored, and as they would be in float32; the same
-    for just the frozen linear weights, the part QLoRA quantizes.
+    for just the frozen linear weights (`nn.Linear`, GPT-2's `Conv1D`), the part QLoRA quantizes.
 
     "Own" means everything but the adapter's tensors (A, B, a DoRA magnitude): the frozen
     base, plus any module trained in full. A quantized layer counts its codes and scales,
@@ -65,9 +66,7 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
             fp32 += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
     fp32 += sum(4 * q.shape.numel() for q in quantized)
 
-    frozen = [
-        m.weight for m in model.modules() if isinstance(m, nn.Linear) and not m.weight.requires_grad
-    ]
+    frozen = [m.weight for m in model.modules() if is_quantizable(m) and not m.weight.requires_grad]
     linear = sum(w.numel() * w.element_size() for w in frozen)
     linear += sum(q.stored().stored_bytes() for q in quantized)
     linear_fp32 = sum(4 * w.numel() for w in frozen) + sum(4 * q.shape.numel() for q in quantized)
@@ -77,6 +76,12 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
         "frozen_linear_bytes": linear,
         "frozen_linear_bytes_fp32": linear_fp32,
     }
+
+
+def is_quantizable(module: nn.Module) -> bool:
+    """A plain layer of a type QLoRA stores quantized (not one that is quantized already)."""
+    kind = layer_type_of(module)
+    return kind is not None and kind.quantizable and not isinstance(module, QuantizedLinear)
 
 
 def _parameter_groups(model: nn.Module) -> dict[str, ParamCount]:

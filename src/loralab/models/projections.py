@@ -2,8 +2,9 @@
 
 Our backbones name them `q_proj`, `k_proj`, `v_proj`, `o_proj`, `fc1`, `fc2`; BERT says
 `query`, `key`, `value`, `attention.output.dense`, `intermediate.dense`, `output.dense`; Llama
-says `q_proj` ... `o_proj`, `gate_proj`, `up_proj`, `down_proj`. Run names, the memory planner
-and the rank analysis all read this one table.
+says `q_proj` ... `o_proj`, `gate_proj`, `up_proj`, `down_proj`; GPT-2 fuses q, k and v into
+`c_attn` (`qkv`) and says `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`. Run names, the memory
+planner and the rank analysis all read this one table.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ PROJECTION_ALIASES: dict[str, tuple[str, ...]] = {
     "q": ("q", "q_proj", "query"),
     "k": ("k", "k_proj", "key"),
     "v": ("v", "v_proj", "value"),
-    "o": ("o", "o_proj", "out_proj", "attention.output.dense"),
+    "qkv": ("qkv", "c_attn", "qkv_proj"),
+    "o": ("o", "o_proj", "out_proj", "attention.output.dense", "attn.c_proj"),
     "gate": ("gate", "gate_proj"),
-    "up": ("up", "up_proj", "fc1", "intermediate.dense"),
-    "down": ("down", "down_proj", "fc2", "output.dense"),
+    "up": ("up", "up_proj", "fc1", "intermediate.dense", "c_fc"),
+    "down": ("down", "down_proj", "fc2", "output.dense", "mlp.c_proj"),
 }
 ATTENTION = ("q", "k", "v", "o")
 # longest alias first, so `attention.output.dense` (o) wins over `output.dense` (down)

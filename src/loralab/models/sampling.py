@@ -28,6 +28,20 @@ def pick_next(
     return torch.multinomial(probs, 1, generator=generator).to(logits.device)
 
 
+def max_positions(model: nn.Module) -> int | None:
+    """The longest input a model takes: TinyGPT's `max_len`, a Hugging Face config's
+    `n_positions` (GPT-2) or `max_position_embeddings`; None if it declares none."""
+    config = getattr(model, "config", None)
+    for found in (
+        getattr(model, "max_len", None),
+        getattr(config, "n_positions", None),
+        getattr(config, "max_position_embeddings", None),
+    ):
+        if isinstance(found, int) and found > 0:
+            return found
+    return None
+
+
 @torch.no_grad()
 def sample_ids(
     model: nn.Module,
@@ -39,15 +53,16 @@ def sample_ids(
 ) -> Tensor:
     """Continue a 1-D prompt by `max_new_tokens` ids; returns only the new ids.
 
-    The context is cropped to `max_len - 1` tokens of a model with learned positions: the
-    last position is the one training taught least (no later token ever attends to it), and
-    an adapted model whose position embeddings stayed frozen predicts visibly worse there.
-    The model runs in eval mode and is left in the mode it was in.
+    The context is cropped to `max_positions - 1` tokens, so a sample never runs past the
+    positions the model has (GPT-2's `n_positions`); the last position is the one training
+    taught least (no later token ever attends to it), and an adapted model whose position
+    embeddings stayed frozen predicts visibly worse there. The model runs in eval mode and is
+    left in the mode it was in.
     """
     if prompt_ids.ndim != 1 or len(prompt_ids) == 0:
         raise ValueError("the prompt must be at least one token; pass a non-empty prompt")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    max_len = getattr(model, "max_len", None)
+    max_len = max_positions(model)
     context = max(1, max_len - 1) if max_len else None
     device = next(model.parameters()).device
     ids = prompt_ids.to(device)[None]

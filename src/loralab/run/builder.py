@@ -65,6 +65,16 @@ def check_same_source(datamodule: L.LightningDataModule, backbone: torch.nn.Modu
     model_source = getattr(backbone, "name_or_path", None)
     tokenizer = getattr(datamodule, "tokenizer", None)
     tokenizer_source = getattr(tokenizer, "name_or_path", None)
+    if model_source and tokenizer is not None and not tokenizer_source:
+        raise ConfigError(
+            f"the data's ids come from its own {type(tokenizer).__name__} "
+            f"({datamodule.vocab_size} ids), not from the tokenizer of "
+            f"model.pretrained_model_name_or_path={model_source} "
+            f"({getattr(backbone.config, 'vocab_size', '?')} ids), so the model would read "
+            "each id as another token; use data tokenized with the model's own tokenizer "
+            "(data.tokenizer), or a loralab backbone for this data (model=tiny_gpt for "
+            "data=char_text)."
+        )
     if not model_source or not tokenizer_source or _same(model_source, tokenizer_source):
         return
     raise ConfigError(
