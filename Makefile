@@ -18,7 +18,7 @@ CHARLM := checkpoints/tiny_gpt.safetensors
 ARGS ?=
 # the log folder TensorBoard shows
 LOGDIR ?= logs
-# the checkpoint `make eval` tests (and `make merge` folds), and the file `make merge` writes
+# the checkpoint `make eval` tests (`make merge` folds, `make export` exports), and what they write
 CKPT ?=
 OUT ?=
 # the experiment `make sweep` runs (configs/experiment/), and the sweep folder `make report`
@@ -26,7 +26,7 @@ OUT ?=
 EXP ?= rank_sweep
 SWEEP ?=
 
-.PHONY: help install pretrain train eval merge sweep report pretrain-charlm charlm minilm generate test test-fast bench memory tensorboard lint format clean
+.PHONY: help install pretrain train eval merge export sweep report pretrain-charlm charlm minilm generate test test-fast bench memory tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ eval: $(INSTALLED) ## test a checkpoint: make eval CKPT=logs/train/runs/<time>/c
 
 merge: $(INSTALLED) ## fold a run's adapter into its base: make merge CKPT=.../best.ckpt OUT=merged.safetensors
 	$(PY) -m loralab.merge ckpt_path=$(CKPT) output=$(OUT) $(ARGS)
+
+export: $(INSTALLED) ## a run's adapter as a PEFT folder: make export CKPT=.../best.ckpt OUT=peft_folder
+	$(PY) -m loralab.export ckpt_path=$(CKPT) output=$(OUT) $(ARGS)
 
 sweep: $(INSTALLED) $(PRETRAINED) ## run EXP (default rank_sweep) as one sweep, then its report
 	@dir=$(or $(SWEEP),logs/$(EXP)/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \

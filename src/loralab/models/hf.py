@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,35 @@ def _ensure_pad_token_id(model: nn.Module, source: str, transformers: Any) -> No
         pad = None
     # as the data module does: a tokenizer without a pad token pads with its end-of-text token
     model.config.pad_token_id = pad if pad is not None else model.config.eos_token_id
+
+
+def label_config(label_names: Sequence[str] | None, num_labels: int) -> dict[str, Any]:
+    """`num_labels`, `id2label`, `label2id` for a config (LABEL_i where there are no names)."""
+    names = list(label_names) if label_names else [f"LABEL_{i}" for i in range(num_labels)]
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: i for i, name in enumerate(names)},
+    }
+
+
+def head_kwargs(
+    model: nn.Module, source: str, label_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The from_pretrained keyword arguments that give `source` this model's task head.
+
+    A PEFT folder rebuilds its base from `source` with that config's own settings: a run
+    with 3 labels needs `num_labels=3` (and its label names), and a decoder classifier the
+    `pad_token_id` the run used, where the base's config.json says otherwise or nothing.
+    """
+    import transformers
+
+    try:
+        base = transformers.AutoConfig.from_pretrained(source)
+    except (OSError, ValueError):  # an unreachable hub id: state everything that matters
+        base = None
+    wanted = {
+        **label_config(label_names, model.config.num_labels),
+        "pad_token_id": model.config.pad_token_id,
+    }
+    return {k: v for k, v in wanted.items() if v is not None and getattr(base, k, None) != v}
