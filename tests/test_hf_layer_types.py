@@ -57,7 +57,9 @@ CASES = {
 
 @pytest.mark.parametrize("variant", [{}, {"name": "dora", "scaling": "rs"}], ids=["lora", "rsdora"])
 @pytest.mark.parametrize("name", CASES)
-def test_peft_loads_our_adapter_on_real_models_of_every_layer_type(folders, name, variant, tmp_path):
+def test_peft_loads_our_adapter_on_real_models_of_every_layer_type(
+    folders, name, variant, tmp_path
+):
     targets, kinds, inputs = CASES[name]
     base = classifier(folders, name)
     model = copy.deepcopy(base)

@@ -126,17 +126,22 @@ def test_export_writes_a_peft_folder_that_autopeftmodel_loads_with_the_runs_outp
 
 
 @pytest.mark.slow
-def test_merge_and_export_work_from_the_command_line(gpt2_run, tmp_path):
-    run_cli("loralab.export", f"ckpt_path={gpt2_run}", f"output={tmp_path / 'peft'}",
-            f"paths.log_dir={tmp_path}")  # fmt: skip
-    assert (tmp_path / "peft" / "adapter_model.safetensors").is_file()
-    run_cli("loralab.merge", f"ckpt_path={gpt2_run}", f"output={tmp_path / 'merged'}",
-            f"paths.log_dir={tmp_path}")  # fmt: skip
-    assert (tmp_path / "merged" / "model.safetensors").is_file()
-    again = run_cli("loralab.export", f"ckpt_path={gpt2_run}", f"output={tmp_path / 'peft'}",
+def test_export_works_from_the_command_line_and_merge_refuses_an_existing_output(
+    gpt2_run, tmp_path
+):
+    output = tmp_path / "peft"
+    run_cli(
+        "loralab.export", f"ckpt_path={gpt2_run}", f"output={output}", f"paths.log_dir={tmp_path}"
+    )
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {
+        p.name for p in output.iterdir()
+    }
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    again = run_cli("loralab.merge", f"ckpt_path={gpt2_run}", f"output={output}",
                     f"paths.log_dir={tmp_path}", check=False)  # fmt: skip
     assert again.returncode == 1
-    assert "error: output: " in again.stderr and "overwrite=true" in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith("error: output: ")
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before  # nothing overwritten
 
 
 def trained_peft_adapter(model: torch.nn.Module, config, folder: Path) -> torch.nn.Module:
