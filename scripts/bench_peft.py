@@ -1,18 +1,22 @@
-"""loralab's LoRA against Hugging Face PEFT's on MiniLM, measured side by side in one process.
+"""loralab's LoRA against Hugging Face PEFT's, measured side by side in one process.
 
-Same base model, same batch (32 x 64 tokens), same trainable set (r=8 on query/value plus
-the classifier head), same AdamW. Contenders take turns round by round, so a drift of the
-machine hits all of them. Prints the ratios the LoRA core is held to:
+Two models: MiniLM (BERT, `nn.Linear`; r=8 on query/value plus the classifier head, batch
+32 x 64 tokens) and GPT-2's shape (124M parameters, random weights built from GPT2Config:
+nothing is downloaded; r=8 on the transformers `Conv1D` c_attn plus the score head, batch
+4 x 64). Same base model, same batch, same trainable set, same A and B, same AdamW for both
+libraries. Contenders take turns round by round, so a drift of the machine hits all of them.
+Prints the ratios the LoRA core is held to:
 
     loralab LoRA step / PEFT LoRA step            (target <= 1.00)
-    loralab LoRA step / full fine-tuning step     (target <= 0.65)
+    loralab LoRA step / full fine-tuning step     (target <= 0.65; MiniLM)
     training memory LoRA / full fine-tuning       (params + grads + Adam + saved activations)
     merged LoRA inference / base inference        (target <= 1.02)
     unmerged LoRA inference / base inference      (target <= 1.10)
 
-    make bench                                  # runs scripts/bench.py, then this
+    make bench                                  # runs scripts/bench.py, then this for both models
     python scripts/bench_peft.py --rounds 7 --device cuda
     python scripts/bench_peft.py --random-init  # MiniLM's shape, random weights: no model files
+    python scripts/bench_peft.py --model gpt2   # GPT-2 124M (random weights), LoRA on c_attn
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +36,7 @@ from torch import nn
 from loralab.lora import apply_adapter, lora_layers, merge_lora
 from loralab.measure.step import measure_step_memory, time_call
 
-RANK, ALPHA, TARGETS, HEAD = 8, 16, ["query", "value"], "classifier"
+RANK, ALPHA = 8, 16
 # all-MiniLM-L6-v2's shape, for --random-init where the package is not installed
 MINILM_SHAPE = {
     "vocab_size": 30522,
@@ -40,9 +45,23 @@ MINILM_SHAPE = {
     "num_attention_heads": 12,
     "intermediate_size": 1536,
 }
+# GPT-2 small (124M): GPT2Config's own defaults; the tests shrink it
+GPT2_SHAPE: dict[str, int] = {}
 
 
-def build_base(random_init: bool, device: str) -> nn.Module:
+class BenchModel(NamedTuple):
+    """One model of the benchmark: how to build it and what LoRA adapts on it."""
+
+    title: str
+    targets: list[str]
+    head: str
+    build: Callable[[bool, str], nn.Module]
+    batch_size: int
+    with_full: bool  # also time full fine-tuning (and the memory ratio)
+    random_weights: bool  # built from its config alone, whatever --random-init says
+
+
+def build_minilm(random_init: bool, device: str) -> nn.Module:
     """MiniLM with a 2-class head; `random_init` keeps the shape but skips the weight files."""
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -55,13 +74,30 @@ def build_base(random_init: bool, device: str) -> nn.Module:
     return model.to(device)
 
 
-def peft_twin(base: nn.Module, ours: nn.Module) -> nn.Module:
+def build_gpt2(random_init: bool, device: str) -> nn.Module:
+    """GPT-2's shape with a 2-class `score` head, random weights (its timing does not depend
+    on the values, and nothing has to be downloaded)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    config = GPT2Config(**GPT2_SHAPE, num_labels=2, pad_token_id=0)
+    return GPT2ForSequenceClassification(config).to(device)
+
+
+MODELS = {
+    "minilm": BenchModel("MiniLM", ["query", "value"], "classifier", build_minilm, 32, True, False),
+    "gpt2": BenchModel("GPT-2", ["c_attn"], "score", build_gpt2, 4, False, True),
+}
+
+
+def peft_twin(base: nn.Module, ours: nn.Module, bench: BenchModel) -> nn.Module:
     """PEFT's LoRA on a copy of `base`, holding the very A and B that `ours` holds."""
     from peft import LoraConfig, get_peft_model
 
+    fan_in_fan_out = any(layer.layer_type.fan_in_fan_out for _, layer in lora_layers(ours))
     config = LoraConfig(
-        r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS, modules_to_save=[HEAD]
-    )
+        r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=bench.targets,
+        modules_to_save=[bench.head], fan_in_fan_out=fan_in_fan_out,
+    )  # fmt: skip
     twin = get_peft_model(copy.deepcopy(base), config)
     inner = twin.base_model.model
     with torch.no_grad():
@@ -123,16 +159,16 @@ def make_batch(vocab_size: int, batch: int, seq_len: int, device: str) -> dict:
     }
 
 
-def contenders(base: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module, str]:
+def contenders(base: nn.Module, bench: BenchModel) -> tuple[nn.Module, nn.Module, nn.Module, str]:
     """loralab's LoRA, PEFT's twin of it and full fine-tuning, each on its own copy of base."""
     ours, full = copy.deepcopy(base), copy.deepcopy(base)
-    adapter = {"name": "lora", "rank": RANK, "alpha": ALPHA, "targets": TARGETS}
-    report = apply_adapter(ours, {**adapter, "trainable": [HEAD]})
+    adapter = {"name": "lora", "rank": RANK, "alpha": ALPHA, "targets": bench.targets}
+    report = apply_adapter(ours, {**adapter, "trainable": [bench.head]})
     apply_adapter(full, {"name": "full"})
     with torch.no_grad():  # a trained-looking adapter, not B = 0
         for _, layer in lora_layers(ours):
             layer.lora_B.normal_(0.0, 0.02)
-    peft = peft_twin(base, ours)
+    peft = peft_twin(base, ours, bench)
     trainable = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in (ours, peft)]
     assert trainable[0] == trainable[1], trainable  # the same trainable set
     return ours, peft, full, report.summary()
@@ -147,7 +183,9 @@ def measure_training(models: dict[str, nn.Module], batch: dict, args: argparse.N
         args.steps,
     )
     memory = {
-        name: measure_step_memory(models[name], steps[name][1]) for name in ("loralab", "full")
+        name: measure_step_memory(models[name], steps[name][1])
+        for name in ("loralab", "full")
+        if name in models
     }
     return times, memory
 
@@ -166,11 +204,14 @@ def measure_inference(models: dict[str, nn.Module], batch: dict, args: argparse.
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
+    bench = MODELS[getattr(args, "model", "minilm")]
     torch.manual_seed(0)
-    base = build_base(args.random_init, args.device)
-    batch = make_batch(base.config.vocab_size, args.batch_size, args.seq_len, args.device)
-    ours, peft, full, summary = contenders(base)
-    train, memory = measure_training({"loralab": ours, "peft": peft, "full": full}, batch, args)
+    base = bench.build(args.random_init, args.device)
+    batch_size = args.batch_size or bench.batch_size
+    batch = make_batch(base.config.vocab_size, batch_size, args.seq_len, args.device)
+    ours, peft, full, summary = contenders(base, bench)
+    trained = {"loralab": ours, "peft": peft, **({"full": full} if bench.with_full else {})}
+    train, memory = measure_training(trained, batch, args)
     merged = copy.deepcopy(ours)
     merge_lora(merged)
     # every contender runs on a copy, so none keeps the loader's (maybe memory-mapped) tensors
@@ -178,19 +219,23 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     infer = measure_inference(
         {"base": plain, "merged": merged, "unmerged": ours, "peft_unmerged": peft}, batch, args
     )
-    weights = "random init" if args.random_init else "pretrained"
+    params = sum(p.numel() for p in base.base_model.parameters())
+    weights = "random init" if args.random_init or bench.random_weights else "pretrained"
     print(
-        f"MiniLM ({weights}) on {args.device}, batch {args.batch_size} x {args.seq_len}; {summary}"
+        f"{bench.title} ({params / 1e6:.1f}M parameters, {weights}) on {args.device}, batch "
+        f"{batch_size} x {args.seq_len}; {summary}"
     )
     print(f"medians over {args.rounds} alternating rounds of {args.steps} calls")
     print("train step ms: " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in train.items()))
     print("inference ms:  " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in infer.items()))
-    mib = ", ".join(f"{k} {v.total / 2**20:.1f}" for k, v in memory.items())
-    print(f"training memory MiB (params + grads + Adam + saved activations): {mib}")
+    ratios = {"lora_step / peft_step": train["loralab"] / train["peft"]}
+    if bench.with_full:
+        mib = ", ".join(f"{k} {v.total / 2**20:.1f}" for k, v in memory.items())
+        print(f"training memory MiB (params + grads + Adam + saved activations): {mib}")
+        ratios["lora_step / full_step"] = train["loralab"] / train["full"]
+        ratios["lora_memory / full_memory"] = memory["loralab"].total / memory["full"].total
     return {
-        "lora_step / peft_step": train["loralab"] / train["peft"],
-        "lora_step / full_step": train["loralab"] / train["full"],
-        "lora_memory / full_memory": memory["loralab"].total / memory["full"].total,
+        **ratios,
         "merged_inference / base": infer["merged"] / infer["base"],
         "unmerged_inference / base": infer["unmerged"] / infer["base"],
         "peft_unmerged_inference / base": infer["peft_unmerged"] / infer["base"],
@@ -209,7 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="timed calls per round")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", choices=sorted(MODELS), default="minilm")
+    parser.add_argument("--batch-size", type=int, help="default: 32 (MiniLM), 4 (GPT-2)")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--random-init", action="store_true")

@@ -122,3 +122,30 @@ def test_qlora_quantizes_gpt2s_conv1d_bases_and_merges_back_into_conv1d(folders)
         assert (model(**IDS).logits - expected).abs().max() < 1e-5
     assert type(model.transformer.h[0].attn.c_attn) is Conv1D
     assert {k: v.shape for k, v in model.state_dict().items()} == keys  # from_pretrained-ready
+
+
+@pytest.mark.slow
+def test_the_peft_benchmark_runs_on_gpt2s_layout():
+    import argparse
+    import importlib.util
+
+    from loralab.run.resolvers import project_root
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_peft", f"{project_root()}/scripts/bench_peft.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # GPT-2's layout (Conv1D c_attn, a score head) at a size that runs in a second
+    bench.GPT2_SHAPE = {"vocab_size": 2000, "n_embd": 32, "n_layer": 2, "n_head": 2}
+    args = argparse.Namespace(
+        model="gpt2", rounds=1, steps=1, batch_size=2, seq_len=8, device="cpu", random_init=False
+    )
+    ratios = bench.run(args)
+    assert set(ratios) == {
+        "lora_step / peft_step",
+        "merged_inference / base",
+        "unmerged_inference / base",
+        "peft_unmerged_inference / base",
+    }
+    assert all(0 < value < float("inf") for value in ratios.values())
