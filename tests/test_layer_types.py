@@ -206,3 +206,29 @@ def test_a_tied_embedding_is_refused_since_merging_would_change_the_head_too(tmp
         AdapterConfigError, match="transformer.wte, whose weight is tied to lm_head"
     ):
         apply_adapter(model, {"name": "lora", "rank": 2, "alpha": 4, "targets": ["wte"]})
+
+
+@pytest.mark.parametrize("layer_type", TYPES)
+def test_qlora_adapts_each_type_over_a_base_whose_linear_layers_are_quantized(layer_type, tmp_path):
+    from loralab.lora import QuantizedLinear
+
+    model = all_types()
+    report = apply_adapter(model, {**adapter(layer_type, "lora"), "quant": "nf4"})
+    quantized = {
+        n: m.layer_type for n, m in model.named_modules() if isinstance(m, QuantizedLinear)
+    }
+    # the frozen Linear and Conv1D layers (the trained classifier stays float), wrapped or not
+    assert set(quantized.values()) == {"Linear", "Conv1D"} and len(report.quantized) == 2
+    pretend_trained(model)
+    with torch.no_grad():
+        expected = model.eval()(IDS)
+        merge_lora(model)
+        assert max_diff(model(IDS), expected) < TOLERANCE
+        unmerge_lora(model)
+        assert max_diff(model(IDS), expected) < TOLERANCE
+    save_adapter(tmp_path / "adapter.safetensors", model)
+    fresh = all_types()
+    apply_adapter(fresh, {**adapter(layer_type, "lora"), "quant": "nf4"})
+    load_adapter(tmp_path / "adapter.safetensors", fresh)
+    with torch.no_grad():
+        assert max_diff(fresh.eval()(IDS), expected) == 0.0

@@ -56,18 +56,6 @@ def test_a_language_modelling_task_carries_its_own_monitor(tmp_path):
     assert chosen.monitor.metric == "val/ppl"  # the command line still wins
 
 
-@pytest.mark.slow
-def test_a_language_model_run_needs_no_monitor_override(train_cfg):
-    from loralab.train import train
-
-    cfg = train_cfg(
-        "data=char_text", "model=tiny_gpt", "task=language_modeling", "adapter=full",
-        "data.n_train=64", "data.n_val=32", "data.n_test=32", "logger=[]",
-    )  # fmt: skip
-    metrics = train(cfg)
-    assert metrics["val/loss"] > 0 and "test/ppl" in metrics
-
-
 def test_a_causal_lm_fed_ids_of_another_vocabulary_fails_before_training(tmp_path, train_cfg):
     from loralab.run.builder import build_run
 
