@@ -24,6 +24,7 @@ from loralab.lora.variants.registry import Variant
 class QLoRA(Variant):
     name = "qlora"
     key, values = "quant", FORMATS
+    settings = ("double_quant",)
     changes_base = True  # the shared base would be stored quantized
 
     def validate(self, adapter: Mapping[str, Any]) -> None:
