@@ -69,8 +69,14 @@ def test_a_file_that_is_not_a_tokenizer_is_refused(tmp_path):
     (tmp_path / "x.json").write_text('{"vocab": [1, 2]}')
     with pytest.raises(ConfigError, match="data.tokenizer"):
         CharTokenizer.load(tmp_path / "x.json")
+    with pytest.raises(FileNotFoundError, match="a pretraining run wrote") as info:
+        CharTokenizer.load(tmp_path / "missing.json")  # the user's own file: no make advice
+    assert "make" not in str(info.value)
     with pytest.raises(FileNotFoundError, match="make pretrain-charlm"):
-        CharTokenizer.load(tmp_path / "missing.json")
+        CharTokenizer.load(tmp_path / "checkpoints" / "tiny_gpt.tokenizer.json")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not a loralab character tokenizer file"):
+        CharTokenizer.load(tmp_path / "binary.json")
 
 
 def datamodule(**overrides) -> CharTextDataModule:

@@ -63,7 +63,7 @@ def test_bad_adapter_values_fail_in_one_sentence(tmp_path, pretrained_backbone, 
 def test_missing_pretrained_backbone_says_make_pretrain(tmp_path):
     proc = run_cli(
         "loralab.train",
-        f"model.checkpoint={tmp_path / 'absent.safetensors'}",
+        f"model.checkpoint={tmp_path / 'checkpoints' / 'tiny_encoder.safetensors'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         *QUICK,
         check=False,
