@@ -123,3 +123,25 @@ def test_bad_settings_fail_with_one_sentence_naming_the_key(tmp_path):
         CharTextDataModule(corpus="b", seq_len=20_000)
     with pytest.raises(ConfigError, match="data.vocab_size=7"):
         CharTextDataModule(corpus="b", vocab_size=7)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"fine text\nthen \xff\xfe garbage",
+            r"is not UTF-8 text \(byte b'\\xff' at offset 15, line 2\); pass a UTF-8 text file",
+        ),
+        (
+            b"\x7fELF\x02\x01\x01\x00\x00\x00 a binary",
+            r"holds a NUL byte at offset 7 \(line 1\), so it is binary data, not text",
+        ),
+    ],
+    ids=["not-utf8", "binary"],
+)
+def test_a_file_that_is_not_utf8_text_is_refused_not_replaced(tmp_path, content, message):
+    path = tmp_path / "mine.txt"
+    path.write_bytes(content * 200)
+    with pytest.raises(ConfigError, match=rf"data\.path: .*{message}"):
+        CharTextDataModule(path=str(path), seq_len=8)
+    assert vocab_size_of(None, "a", str(path)) is None  # the config still composes
