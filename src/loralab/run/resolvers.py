@@ -78,9 +78,11 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
-# configs/hydra/launcher/submitit_slurm.yaml replaces the submitit plugin's config of that name
-# on purpose (SLURM tasks and GPUs follow trainer.devices); Hydra still checks it against the
-# plugin's schema, which is what we want, but warns about it on every run
+# configs/hydra/launcher/submitit_slurm.yaml and joblib.yaml replace the plugins' configs of
+# those names on purpose (SLURM tasks and GPUs follow trainer.devices; joblib runs each job in
+# a process of its own); Hydra still checks them against the plugins' schemas, which is what
+# we want, but warns about it on every run
 warnings.filterwarnings(
-    "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema"
+    "ignore",
+    message=r"\s*'hydra/launcher/(submitit_slurm|joblib)' is validated against ConfigStore schema",
 )
