@@ -31,7 +31,7 @@ from loralab.lora import (
 from loralab.models import save_backbone
 from loralab.models.backbone import check_backbone_target
 from loralab.run.builder import Run, build_run
-from loralab.run.cli import hydra_entry, in_multirun
+from loralab.run.cli import hydra_choice, hydra_entry, in_multirun
 from loralab.run.components import instantiate_callbacks, instantiate_loggers
 from loralab.run.folder import check_fresh_folder
 from loralab.run.resume import resume_checkpoint
@@ -86,11 +86,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def claim_backbone_file(cfg: DictConfig) -> None:
     """Before anything runs: refuse to replace an existing backbone file without overwrite=true,
-    and let a fast_dev_run write none (its tokenizer, which follows save_backbone, neither)."""
+    and let a debug run or a fast_dev_run write none (nor its tokenizer, which follows
+    save_backbone). The debug configs set save_backbone: null themselves; this also covers a
+    save_backbone given on the command line."""
     if not cfg.get("save_backbone"):
         return
-    if cfg.trainer.get("fast_dev_run"):
-        log.info("trainer.fast_dev_run: not saving the backbone to %s", cfg.save_backbone)
+    debug = hydra_choice("debug")
+    if cfg.trainer.get("fast_dev_run") or debug:
+        why = f"debug={debug}" if debug else "trainer.fast_dev_run"
+        log.info("%s: not saving the backbone to %s", why, cfg.save_backbone)
         cfg.save_backbone = None
         return
     check_backbone_target(cfg.save_backbone, bool(cfg.get("overwrite")))

@@ -34,6 +34,8 @@ from loralab.run.checks import check_run_config
 
 log = logging.getLogger(__name__)
 
+# the first bytes of a zip archive, which torch.save writes
+ZIP_MAGIC = b"PK\x03\x04"
 CHECKPOINT_HINT = (
     "pass a best.ckpt or last.ckpt from a run's checkpoints/ folder, e.g. "
     "ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt"
@@ -118,7 +120,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
             "since a pickle can run any code; pass a checkpoint written by "
             "`python -m loralab.train`."
         ) from None
-    except (RuntimeError, EOFError, KeyError, OSError, ValueError, AttributeError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever the parser trips on, the file is bad
         raise unreadable(path, key, error) from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(
@@ -129,13 +131,21 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
 
 
 def unreadable(path: Path, key: str, error: BaseException) -> ConfigError:
-    """The sentence for a truncated, corrupt or foreign file."""
+    """The sentence for a truncated or damaged checkpoint, or a file that is none at all."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head == ZIP_MAGIC:  # torch.save writes a zip archive
+        what = f"is a damaged or truncated checkpoint ({first_sentence(error)})"
+    else:
+        what = f"is not a PyTorch checkpoint (it starts with {head!r})"
+    return ConfigError(f"{key}: {path} {what}; {CHECKPOINT_HINT}.")
+
+
+def first_sentence(error: BaseException, limit: int = 120) -> str:
+    """The first sentence of an error's message (libraries append paragraphs of advice)."""
     lines = str(error).strip().splitlines()
-    first = lines[0][:120] if lines else type(error).__name__
-    return ConfigError(
-        f"{key}: {path} is not a readable PyTorch checkpoint (truncated or corrupt: {first}); "
-        f"{CHECKPOINT_HINT}."
-    )
+    sentence = lines[0].split(". ")[0].rstrip(".") if lines else type(error).__name__
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -205,9 +215,9 @@ def restore_trained_state(run: Run, checkpoint: dict[str, Any], source: str = "c
     try:
         run.task.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0][:160]
         raise ConfigError(
-            f"{source}: its tensors do not fit the model rebuilt from its own config ({first}); "
+            f"{source}: its tensors do not fit the model rebuilt from its own config "
+            f"({first_sentence(error)}); "
             "pass a checkpoint written by `python -m loralab.train` for this model."
         ) from None
     state = checkpoint.get(compat.datamodule_state_key(run.datamodule))

@@ -24,6 +24,8 @@ from loralab.errors import ConfigError
 
 # the groups whose nodes are instantiated; callbacks and loggers stay open (users add entries)
 INSTANTIATED_GROUPS = ("data", "model", "task")
+# a target's parameters are listed in the message up to this many (Trainer has 40)
+MAX_LISTED = 16
 
 
 def parameters_of(target: Any) -> list[str] | None:
@@ -58,10 +60,9 @@ def check_known_keys(node: Any, key: str) -> None:
             continue
         close = difflib.get_close_matches(str(name), accepted, n=1)
         fix = f"did you mean {key}.{close[0]}?" if close else "remove it."
-        raise ConfigError(
-            f"{key}.{name} is not a setting of {node._target_} (it takes "
-            f"{', '.join(p for p in accepted if p not in ('self', 'model'))}); {fix}"
-        )
+        settings = [p for p in accepted if p not in ("self", "model")]
+        takes = f" (it takes {', '.join(settings)})" if len(settings) <= MAX_LISTED else ""
+        raise ConfigError(f"{key}.{name} is not a setting of {node._target_}{takes}; {fix}")
 
 
 def check_learning_rate(cfg: DictConfig) -> None:

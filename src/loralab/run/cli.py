@@ -59,6 +59,14 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def hydra_choice(group: str) -> str | None:
+    """The option the command line chose for a config group (e.g. debug=limit), if known."""
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return None if choice in (None, "null") else str(choice)
+
+
 def exit_with(error: UserError) -> NoReturn:
     """The `error:` sentence and exit code 1, also from where Hydra would print a traceback."""
     print(f"error: {error}", file=sys.stderr)
@@ -90,11 +98,12 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
             SUMMARY_FILE,
         )
         return
+    shown = user_error_in(error) or error  # the user's error, not Hydra's wrapper around it
     RunSummary.failed(
         adapter=to_plain(cfg.adapter),
         run_name=OmegaConf.select(cfg, "run_name", default=None),
         seed=OmegaConf.select(cfg, "seed", default=None),
-        error=f"{type(error).__name__}: {error}",
+        error=f"{type(shown).__name__}: {shown}",
         traceback="".join(traceback.format_exception(error)),
     ).write(Path(output_dir))
 
@@ -177,5 +186,6 @@ def first_error(run: Path) -> str:
         error = read_json(run / SUMMARY_FILE).get("error") or "no error recorded"
     except (OSError, ValueError, AttributeError):
         return f"{run.name} wrote no {SUMMARY_FILE} (killed?)"
-    message = error.split(": ", 1)[-1] if ": " in error else error
+    first_line = error.strip().splitlines()[0] if error.strip() else error
+    message = first_line.split(": ", 1)[-1] if ": " in first_line else first_line
     return message.rstrip(".")

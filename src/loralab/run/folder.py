@@ -7,9 +7,11 @@ refuses, naming `ckpt_path=last` (to continue that run) and a new folder (to sta
 A failed run that left only its summary.json (it failed before training) is no result: its
 folder may be reused.
 
-The check runs twice: as a Hydra callback before Hydra writes into the folder (a single
-run: the earlier run's .hydra/ stays as it was), and at the start of training (every run,
-sweep jobs included). Processes of rank > 0 (DDP) share rank 0's folder and skip it.
+The check runs twice: at the start of training (every run, sweep jobs included), and as a
+Hydra callback (`GuardRunFolder`) before Hydra writes anything into a single run's folder,
+together with the checks of a resume (the checkpoint is readable and was trained with this
+config). A refused run then leaves the folder exactly as it was, the earlier run's .hydra/
+and log included. Processes of rank > 0 (DDP) share rank 0's folder and skip it.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from hydra.experimental.callback import Callback
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from loralab.errors import ConfigError
+from loralab.errors import ConfigError, UserError
 from loralab.io import read_json
 from loralab.run.cli import exit_with
+from loralab.run.resume import check_resume_config, resolve_ckpt_path
 from loralab.run.summary import ADAPTER_FILE, COMPLETED, SUMMARY_FILE
 
 # what a run leaves in its folder besides its summary: checkpoints, adapter, logger output
@@ -62,14 +65,19 @@ def check_fresh_folder(folder: str | Path, ckpt_path: Any, key: str = "hydra.run
         )
 
 
-class RefuseUsedRunFolder(Callback):
-    """Hydra callback: the same check before Hydra writes .hydra/ into a single run's folder."""
+class GuardRunFolder(Callback):
+    """Hydra callback: refuse a fresh run in a used folder, or a resume that can't work,
+    before Hydra writes .hydra/ and the log into a single run's folder."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = OmegaConf.select(config, "hydra.run.dir", default=None)
-        if folder is None:
+        if folder is None or getattr(rank_zero_only, "rank", 0) != 0:
             return
+        ckpt_path = OmegaConf.select(config, "ckpt_path", default=None)
         try:
-            check_fresh_folder(folder, OmegaConf.select(config, "ckpt_path", default=None))
-        except ConfigError as error:
+            check_fresh_folder(folder, ckpt_path)
+            resolved = resolve_ckpt_path(ckpt_path, folder)
+            if resolved:
+                check_resume_config(resolved, config)
+        except UserError as error:
             exit_with(error)
