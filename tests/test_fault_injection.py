@@ -90,15 +90,11 @@ CASES = [
     # corrupt, truncated or foreign files
     Case("eval-truncated", EVAL, ["ckpt_path={truncated}"], "ckpt_path"),
     Case("eval-not-a-checkpoint", EVAL, ["ckpt_path={text_ckpt}"], "ckpt_path"),
-    Case("eval-safetensors-file", EVAL, ["ckpt_path={base}"], "ckpt_path"),
     Case("merge-truncated", MERGE, ["ckpt_path={truncated}", "output={out}/m.safetensors"],
          "ckpt_path"),
-    Case("generate-truncated", GENERATE, ["ckpt_path={truncated}"], "ckpt_path"),
     Case("generate-corrupt-backbone", GENERATE, ["ckpt_path={garbage_backbone}"], "ckpt_path"),
     Case("resume-truncated", TRAIN, [*QUICK, BASE, "ckpt_path=last",
          "hydra.run.dir={killed_truncated}"], "ckpt_path"),
-    Case("resume-no-last", TRAIN, [*QUICK, BASE, "ckpt_path=last", "hydra.run.dir={empty_run}"],
-         "ckpt_path=last"),
     # the base under an adapter
     Case("eval-other-base", EVAL, ["ckpt_path={rebased}"], "allow_other_base=true"),
     Case("pretrain-overwrite", TRAIN, ["experiment=pretrain", "save_backbone={existing}",
@@ -128,7 +124,6 @@ CASES = [
          says=["trainer=ddp_sim"], needs_no_gpu=True),
     # data
     Case("char-text-binary", TRAIN, [*QUICK, *CHAR, "data.path={binary}"], "data.path"),
-    Case("char-text-not-utf8", TRAIN, [*QUICK, *CHAR, "data.path={latin1_text}"], "data.path"),
     Case("csv-row-without-text", TRAIN, [*QUICK, *CSV, "data.train_file={rows_csv}",
          "data.n_train=20"], "data.text_field", says=["row 40 of data.train_file="]),
     Case("csv-not-utf8", TRAIN, [*QUICK, *CSV, "data.train_file={latin1_csv}"],
@@ -181,8 +176,6 @@ def prepare_inputs(root: Path, pretrained: Path) -> dict[str, Path]:
         (root / name / "checkpoints").mkdir(parents=True)
         shutil.copy(content, root / name / "checkpoints" / "last.ckpt")
         paths[name] = root / name
-    paths["empty_run"] = root / "empty_run"
-    paths["empty_run"].mkdir()
     for name in ("used_run", "resumed_run"):
         paths[name] = root / name
         shutil.copytree(done, paths[name])
@@ -193,8 +186,6 @@ def prepare_inputs(root: Path, pretrained: Path) -> dict[str, Path]:
 
     paths["binary"] = root / "model.bin"  # what a compiled program starts with: valid UTF-8
     paths["binary"].write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00" * 200)
-    paths["latin1_text"] = root / "latin1.txt"
-    paths["latin1_text"].write_bytes("Grüße aus Köln\n".encode("latin-1") * 300)
     rows = [f"review number {i},{i % 2}" for i in range(60)]
     rows[39] = ",1"  # the 40th data row has no text
     paths["rows_csv"] = root / "reviews.csv"
@@ -284,7 +275,7 @@ def test_no_file_that_existed_before_changed_and_no_payload_ran(outcomes):
 
 def test_refused_runs_leave_their_run_folders_exactly_as_they_were(outcomes):
     """Hydra writes .hydra/ and the log into a run folder; a refused run must not get there."""
-    for name in ("used_run", "resumed_run", "killed_payload", "killed_truncated", "empty_run"):
+    for name in ("used_run", "resumed_run", "killed_payload", "killed_truncated"):
         folder = outcomes.paths[name]
         now = {p for p in folder.rglob("*") if p.is_file()}
         assert now == {p for p in outcomes.before if folder in p.parents}, name

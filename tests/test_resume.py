@@ -87,7 +87,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(
         train(cfg)
     folder = Path(cfg.paths.output_dir) / "checkpoints"
     assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no stray temporary file
-    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_nonfinite_loss_stops_the_run_naming_the_step(train_cfg, pretrained_backbone, capsys):
@@ -114,7 +114,7 @@ def test_nonfinite_loss_stops_the_run_naming_the_step(train_cfg, pretrained_back
         line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")
     ]
     assert len(error_lines) == 1 and "adapter.lr" in error_lines[0]
-    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == step  # the update that produced the NaN loss never happened
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
@@ -156,7 +156,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_gives_the_uninterrupted_result(
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = torch.load(last, weights_only=False)["global_step"]
+    killed_at = torch.load(last, weights_only=True)["global_step"]
     assert 0 < killed_at < steps_per_epoch and killed_at % 8 == 0  # a mid-epoch checkpoint
     assert not (run_dir / "summary.json").exists()
 
