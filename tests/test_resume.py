@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -284,9 +285,12 @@ def test_the_wall_time_in_checkpoints_adds_up_over_resumed_parts():
     assert checkpoint["loralab_config"] == {"seed": 1} and "loralab_base" not in checkpoint
     assert 30 <= checkpoint[WALL_TIME_KEY] < 31
 
+    fitting, testing = (SimpleNamespace(state=SimpleNamespace(fn=fn)) for fn in ("fit", "test"))
     resumed = EmbedRunConfig({"seed": 1}, {"digest": "d", "tensors": {}}, time.perf_counter() - 5)
-    resumed.on_load_checkpoint(None, None, checkpoint)
+    resumed.on_load_checkpoint(fitting, None, checkpoint)
     assert 35 <= resumed.wall_time_s() < 36  # 30 s before the kill's checkpoint + 5 s since
+    resumed.on_load_checkpoint(testing, None, {WALL_TIME_KEY: 1000.0})  # trainer.test(best)
+    assert 35 <= resumed.wall_time_s() < 36
     again: dict = {}
     resumed.on_save_checkpoint(None, None, again)
     assert again["loralab_base"] == {"digest": "d", "tensors": {}}

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 
 CONFIG_KEY = "loralab_config"
 BASE_KEY = "loralab_base"
@@ -46,4 +47,7 @@ class EmbedRunConfig(L.Callback):
             checkpoint[BASE_KEY] = self.base_identity
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:  # noqa: ANN001
-        self.earlier_parts_s = float(checkpoint.get(WALL_TIME_KEY, 0.0))
+        # a resumed fit continues the run; testing best.ckpt afterwards loads it too, and
+        # must not count the time up to that checkpoint a second time
+        if trainer.state.fn == TrainerFn.FITTING:
+            self.earlier_parts_s = float(checkpoint.get(WALL_TIME_KEY, 0.0))
