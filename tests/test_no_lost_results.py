@@ -105,3 +105,32 @@ def test_a_debug_run_writes_no_backbone_even_when_the_command_line_names_one(tmp
             f"hydra.run.dir={tmp_path / 'run'}", *QUIET)  # fmt: skip
     assert not target.exists()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["backbone_bytes"] is None
+
+
+def test_a_sweep_exits_non_zero_only_when_none_of_its_runs_completed(tmp_path, capsys):
+    from loralab.run.cli import FailedSweepExit
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+
+    def job(n: int, status: str | None) -> None:
+        (tmp_path / str(n) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(n) / ".hydra" / "overrides.yaml").write_text("[]")
+        if status:
+            error = "MissingFileError: model.checkpoint: no pretrained backbone at x."
+            write_json(tmp_path / str(n) / "summary.json", {"status": status, "error": error})
+
+    callback = FailedSweepExit()
+    callback.on_multirun_start(config)
+    for n in range(2, 12):  # job 10 sorts after job 2: by number
+        job(n, "failed")
+    with pytest.raises(SystemExit) as stopped:
+        callback.on_multirun_end(config)
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == (
+        f"error: hydra.sweep.dir: every run of this sweep failed (10 of 10 in {tmp_path}; the "
+        "first: model.checkpoint: no pretrained backbone at x); fix what it names and run "
+        "the sweep again.\n"
+    )
+    job(12, "completed")
+    callback.on_multirun_end(config)  # one completed run: the sweep succeeded
+    FailedSweepExit(summary_file=None).on_multirun_end(config)  # switched off

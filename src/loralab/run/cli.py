@@ -73,9 +73,9 @@ def exit_with(error: UserError) -> NoReturn:
     raise SystemExit(1) from None
 
 
-def completed_summary_in(folder: str | Path) -> bool:
+def completed_summary_in(folder: str | Path, name: str = SUMMARY_FILE) -> bool:
     """Whether `folder` holds the summary.json of a completed run (a result to keep)."""
-    path = Path(folder) / SUMMARY_FILE
+    path = Path(folder) / name
     try:
         return path.is_file() and read_json(path).get("status") == COMPLETED
     except (OSError, ValueError, AttributeError):
@@ -162,12 +162,10 @@ class FailedSweepExit(Callback):
             )
 
     def _completed(self, run: Path) -> bool:
-        path = run / str(self.summary_file)
-        return (
-            path.is_file()
-            and path.stat().st_mtime >= self.started - 1
-            and (completed_summary_in(run))
-        )
+        """A completed summary written by this sweep (not one an earlier sweep left there)."""
+        name = str(self.summary_file)
+        fresh = (run / name).is_file() and (run / name).stat().st_mtime >= self.started - 1
+        return fresh and completed_summary_in(run, name)
 
 
 def sweep_runs(sweep_dir: Path, since: float) -> list[Path]:
@@ -177,7 +175,13 @@ def sweep_runs(sweep_dir: Path, since: float) -> list[Path]:
         for overrides in sweep_dir.rglob(".hydra/overrides.yaml")
         if overrides.stat().st_mtime >= since - 1
     ]
-    return sorted(found, key=lambda p: (len(p.parts), int(p.name) if p.name.isdigit() else 0, p))
+    return sorted(found, key=job_order)
+
+
+def job_order(folder: Path) -> tuple[bool, int, str]:
+    """Numbered job folders (0, 1, ..., 10) by number, others after them by name."""
+    numbered = folder.name.isdigit()
+    return (not numbered, int(folder.name) if numbered else 0, str(folder))
 
 
 def first_error(run: Path) -> str:
