@@ -23,7 +23,7 @@ import pytest
 import torch
 from tests.conftest import TINY, compose_config
 
-from loralab.callbacks.run_config import CONFIG_KEY
+from loralab.callbacks.run_config import BASE_KEY, CONFIG_KEY
 from loralab.models import TransformerEncoderClassifier, save_backbone
 from loralab.run.resolvers import project_root
 from loralab.train import train
@@ -296,3 +296,21 @@ def test_the_reports_rank_analysis_never_unpickles_a_checkpoint(tmp_path, pretra
     proc = run_cli("loralab.report", str(tmp_path / "sweep"), check=False)
     assert not (tmp_path / PWNED).exists(), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_another_base_loads_only_when_allowed_and_a_random_base_is_rebuilt_alike(
+    outcomes, tmp_path
+):
+    from loralab.errors import AdapterConfigError
+    from loralab.run.builder import load_run
+
+    with pytest.raises(AdapterConfigError, match="allow_other_base=true"):
+        load_run(outcomes.paths["rebased"])
+    assert load_run(outcomes.paths["rebased"], allow_other_base=True).base is not None
+
+    # a LoRA run on a random base (model.checkpoint=null): rebuilt under its seed, it is the same
+    cfg = compose_config("train", [*TINY, *QUICK, "model.checkpoint=null", "seed=3"], tmp_path)
+    train(cfg)
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    recorded = torch.load(best, weights_only=True)[BASE_KEY]
+    assert load_run(best).base.to_dict() == recorded
