@@ -140,10 +140,19 @@ def snapshot(root: Path, skip: Path) -> dict[Path, str]:
     return {p: sha256_of(p) for p in root.rglob("*") if p.is_file() and skip not in p.parents}
 
 
-def prepare_inputs(root: Path, pretrained: Path) -> dict[str, Path]:
+def tiny_encoder_file(path: Path, seed: int) -> Path:
+    """A backbone file of the default tiny encoder's shape, randomly initialised: a base to
+    train on and to mistake for another (no pretraining needed)."""
+    net = compose_config("train", [], path.parent / "compose").model.net
+    torch.manual_seed(seed)
+    settings = {key: value for key, value in net.items() if not key.startswith("_")}
+    save_backbone(TransformerEncoderClassifier(**settings), path)
+    return path
+
+
+def prepare_inputs(root: Path) -> dict[str, Path]:
     """The bad (and good) files the cases point at."""
-    paths: dict[str, Path] = {"out": root / "runs", "base": root / "base.safetensors"}
-    shutil.copy(pretrained, paths["base"])
+    paths = {"out": root / "runs", "base": tiny_encoder_file(root / "base.safetensors", seed=0)}
     done = root / "done"
     train(compose_config("train", [*TINY, *QUICK, f"model.checkpoint={paths['base']}"], done))
     best = done / "checkpoints" / "best.ckpt"
@@ -159,11 +168,7 @@ def prepare_inputs(root: Path, pretrained: Path) -> dict[str, Path]:
     paths["missing_backbone"] = root / "my_base.safetensors"
 
     # the run's checkpoint, its base path now holding other weights (a re-pretrained base)
-    other = root / "other_base.safetensors"
-    net = compose_config("train", [], root / "compose").model.net
-    torch.manual_seed(7)
-    save_backbone(TransformerEncoderClassifier(**{k: v for k, v in net.items() if k[0] != "_"}),
-                  other)  # fmt: skip
+    other = tiny_encoder_file(root / "other_base.safetensors", seed=7)
     checkpoint = torch.load(best, weights_only=True)
     checkpoint[CONFIG_KEY]["model"]["checkpoint"] = str(other)
     paths["rebased"] = root / "rebased.ckpt"
@@ -219,10 +224,10 @@ class Outcomes:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory, pretrained_backbone) -> Outcomes:
+def outcomes(tmp_path_factory) -> Outcomes:
     """Every case run once, a few at a time, over one prepared set of inputs."""
     root = tmp_path_factory.mktemp("faults")
-    paths = prepare_inputs(root, pretrained_backbone)
+    paths = prepare_inputs(root)
     before = snapshot(root, paths["out"])
     cases = [c for c in CASES if not (c.needs_no_gpu and torch.cuda.is_available())]
     with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
@@ -281,7 +286,7 @@ def test_refused_runs_leave_their_run_folders_exactly_as_they_were(outcomes):
         assert now == {p for p in outcomes.before if folder in p.parents}, name
 
 
-def test_the_reports_rank_analysis_never_unpickles_a_checkpoint(tmp_path, pretrained_backbone):
+def test_the_reports_rank_analysis_never_unpickles_a_checkpoint(tmp_path):
     """A sweep folder whose full fine-tuning run points at a payload: the report skips it."""
     from tests.conftest import run_cli
 
@@ -290,7 +295,8 @@ def test_the_reports_rank_analysis_never_unpickles_a_checkpoint(tmp_path, pretra
     payload = tmp_path / "best.ckpt"
     torch.save({"state_dict": {}, "hook": Payload(tmp_path / PWNED)}, payload)
     summary = {"status": "completed", "adapter": "full", "run_name": "full",
-               "checkpoint_path": str(payload), "base_checkpoint": str(pretrained_backbone),
+               "checkpoint_path": str(payload),
+               "base_checkpoint": str(tiny_encoder_file(tmp_path / "base.safetensors", seed=0)),
                "metrics": {"val/acc": 0.5}}  # fmt: skip
     (run_dir / "summary.json").write_text(__import__("json").dumps(summary))
     proc = run_cli("loralab.report", str(tmp_path / "sweep"), check=False)
