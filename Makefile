@@ -39,11 +39,14 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 install: $(INSTALLED) ## create .venv with the pinned, tested versions
 
-# pretrained again when the backbone's or the pretraining's config changes
+# pretrained again when the backbone's or the pretraining's config changes; an existing file is
+# then replaced on purpose (overwrite=true), and the rule says so. `make pretrain` itself
+# refuses to replace an existing file unless ARGS=overwrite=true.
 $(PRETRAINED): configs/model/tiny_encoder.yaml configs/experiment/pretrain.yaml configs/data/synthetic*.yaml | $(INSTALLED)
-	$(PY) -m loralab.train experiment=pretrain
+	@if [ -e $@ ]; then echo "make: $@ is older than its configs: pretraining again and replacing it (overwrite=true)"; fi
+	$(PY) -m loralab.train experiment=pretrain overwrite=true
 
-pretrain: $(INSTALLED) ## pretrain the tiny backbone (checkpoints/tiny_encoder.safetensors)
+pretrain: $(INSTALLED) ## pretrain the tiny backbone (checkpoints/tiny_encoder.safetensors; ARGS=overwrite=true replaces it)
 	$(PY) -m loralab.train experiment=pretrain $(ARGS)
 
 train: $(INSTALLED) $(PRETRAINED) ## fine-tune with LoRA r=8 on q,v (pretrains once if needed)
@@ -67,9 +70,10 @@ report: $(INSTALLED) ## write report.md of a sweep: make report [SWEEP=logs/<exp
 	$(PY) -m loralab.report $(SWEEP)
 
 $(CHARLM): configs/model/tiny_gpt.yaml configs/experiment/pretrain_charlm.yaml | $(INSTALLED)
-	$(PY) -m loralab.train experiment=pretrain_charlm
+	@if [ -e $@ ]; then echo "make: $@ is older than its configs: pretraining again and replacing it (overwrite=true)"; fi
+	$(PY) -m loralab.train experiment=pretrain_charlm overwrite=true
 
-pretrain-charlm: $(INSTALLED) ## pretrain TinyGPT on corpus a (checkpoints/tiny_gpt.safetensors + .tokenizer.json)
+pretrain-charlm: $(INSTALLED) ## pretrain TinyGPT on corpus a (checkpoints/tiny_gpt.safetensors + .tokenizer.json; ARGS=overwrite=true replaces them)
 	$(PY) -m loralab.train experiment=pretrain_charlm $(ARGS)
 
 charlm: $(INSTALLED) $(CHARLM) ## TinyGPT on corpus b: base, full, LoRA r=4,16 in one sweep + report (pretrains once)

@@ -38,10 +38,14 @@ def compose_config(
 
 @pytest.fixture
 def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """compose('train') with TINY settings; extra overrides win."""
+    """compose('train') with TINY settings; extra overrides win. Each call gets its own run
+    folder (run, run-2, ...): a fresh run refuses a folder that holds an earlier run."""
+    calls = []
 
     def make(*overrides: str, tiny: bool = True) -> DictConfig:
-        return compose_config("train", [*(TINY if tiny else []), *overrides], tmp_path / "run")
+        calls.append(None)
+        folder = tmp_path / ("run" if len(calls) == 1 else f"run-{len(calls)}")
+        return compose_config("train", [*(TINY if tiny else []), *overrides], folder)
 
     return make
 

@@ -69,8 +69,14 @@ def test_a_file_that_is_not_a_tokenizer_is_refused(tmp_path):
     (tmp_path / "x.json").write_text('{"vocab": [1, 2]}')
     with pytest.raises(ConfigError, match="data.tokenizer"):
         CharTokenizer.load(tmp_path / "x.json")
+    with pytest.raises(FileNotFoundError, match="a pretraining run wrote") as info:
+        CharTokenizer.load(tmp_path / "missing.json")  # the user's own file: no make advice
+    assert "make" not in str(info.value)
     with pytest.raises(FileNotFoundError, match="make pretrain-charlm"):
-        CharTokenizer.load(tmp_path / "missing.json")
+        CharTokenizer.load(tmp_path / "checkpoints" / "tiny_gpt.tokenizer.json")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not a loralab character tokenizer file"):
+        CharTokenizer.load(tmp_path / "binary.json")
 
 
 def datamodule(**overrides) -> CharTextDataModule:
@@ -117,3 +123,25 @@ def test_bad_settings_fail_with_one_sentence_naming_the_key(tmp_path):
         CharTextDataModule(corpus="b", seq_len=20_000)
     with pytest.raises(ConfigError, match="data.vocab_size=7"):
         CharTextDataModule(corpus="b", vocab_size=7)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"fine text\nthen \xff\xfe garbage",
+            r"is not UTF-8 text \(byte b'\\xff' at offset 15, line 2\); pass a UTF-8 text file",
+        ),
+        (
+            b"\x7fELF\x02\x01\x01\x00\x00\x00 a binary",
+            r"holds a NUL byte at offset 7 \(line 1\), so it is binary data, not text",
+        ),
+    ],
+    ids=["not-utf8", "binary"],
+)
+def test_a_file_that_is_not_utf8_text_is_refused_not_replaced(tmp_path, content, message):
+    path = tmp_path / "mine.txt"
+    path.write_bytes(content * 200)
+    with pytest.raises(ConfigError, match=rf"data\.path: .*{message}"):
+        CharTextDataModule(path=str(path), seq_len=8)
+    assert vocab_size_of(None, "a", str(path)) is None  # the config still composes

@@ -38,8 +38,8 @@ def test_multirun_over_two_ranks(tmp_path, pretrained_backbone):
         ("adapter.rank=0", "adapter.rank"),
         ("adapter.alpha=-1", "adapter.alpha"),
         ("adapter.targets=[nope]", "adapter.targets"),
-        # raised inside hydra.utils.instantiate, which wraps it: still one sentence
-        ("data.rule=nope", "data.rule"),
+        # raised inside hydra.utils.instantiate, which wraps it: still one sentence (data.rule
+        # is a case of tests/test_fault_injection.py)
         ("model.net.n_heads=3", "model.n_heads"),
     ],
 )
@@ -63,7 +63,7 @@ def test_bad_adapter_values_fail_in_one_sentence(tmp_path, pretrained_backbone, 
 def test_missing_pretrained_backbone_says_make_pretrain(tmp_path):
     proc = run_cli(
         "loralab.train",
-        f"model.checkpoint={tmp_path / 'absent.safetensors'}",
+        f"model.checkpoint={tmp_path / 'checkpoints' / 'tiny_encoder.safetensors'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         *QUICK,
         check=False,

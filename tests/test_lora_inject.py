@@ -328,3 +328,55 @@ def test_parameter_table_shows_groups_and_totals() -> None:
     counts = count_parameters(model)
     assert f"{report.trainable:,}" in total_line and f"{report.total:,}" in total_line
     assert f"{counts.percent:.2f}%" in total_line
+
+
+# --- the closed adapter schema and the rank limit ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"rnak": 4}, r"adapter\.rnak is not an adapter setting .*; did you mean adapter\.rank\?"),
+        ({"zzz": 1}, r"adapter\.zzz is not an adapter setting .*; remove it\.$"),
+    ],
+)
+def test_unknown_adapter_keys_are_refused_before_any_change(extra, message):
+    model = make_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for cfg in (lora_cfg(**extra), {"name": "full", **extra}):
+        with pytest.raises(AdapterConfigError, match=message):
+            apply_adapter(model, cfg)
+    assert not any(True for _ in lora_layers(model))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_every_documented_adapter_key_is_accepted():
+    cfg = lora_cfg(
+        dropout=0.0,
+        scaling="standard",
+        init="kaiming",
+        exclude=[],
+        lr=1e-2,
+        lr_ratio_b=16,
+        quant=None,
+        double_quant=False,
+    )
+    apply_adapter(make_model(), cfg)
+    apply_adapter(make_model(), lora_cfg(quant="int8", double_quant=True))
+
+
+def test_a_rank_above_min_in_out_names_the_layer_and_the_limit():
+    model = make_model()
+    apply_adapter(make_model(), lora_cfg(rank=D, targets=["q_proj", "fc1"]))  # rank == limit
+    with pytest.raises(
+        AdapterConfigError,
+        match=(
+            rf"adapter\.rank={D + 1} is above min\(in, out\) = {D} of the targeted Linear layer "
+            rf"layers\.0\.attn\.q_proj \(4 of 4 targets are that small\); set adapter\.rank to "
+            rf"at most {D}"
+        ),
+    ):
+        apply_adapter(model, lora_cfg(rank=D + 1, targets=["q_proj", "fc1"]))
+    assert not any(True for _ in lora_layers(model)) and all(
+        p.requires_grad for p in model.parameters()
+    )

@@ -17,6 +17,7 @@ from loralab.models import (
     read_metadata,
     save_backbone,
 )
+from loralab.models.backbone import check_backbone_target
 
 VOCAB, B, T = 50, 3, 10
 
@@ -180,7 +181,7 @@ def test_wrong_d_model_names_key_and_shapes(tmp_path):
         load_backbone(tiny(d_model=32), path, skip=["classifier"])
     message = str(info.value)
     assert "weight 'layers." in message and "(64,)" in message and "(32,)" in message
-    assert "model.*" in message and "make pretrain" in message
+    assert "model.*" in message and "make pretrain" not in message  # the user's own file
 
 
 def test_missing_or_extra_layers_name_the_key(tmp_path):
@@ -193,10 +194,32 @@ def test_missing_or_extra_layers_name_the_key(tmp_path):
         load_backbone(tiny(n_layers=2), path)
 
 
-def test_missing_or_corrupt_file_says_make_pretrain(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make pretrain") as info:
-        load_backbone(tiny(), tmp_path / "absent.safetensors")
+def test_missing_or_corrupt_file_says_make_pretrain_only_for_the_makefiles_files(tmp_path):
+    made = tmp_path / "checkpoints" / "tiny_encoder.safetensors"
+    with pytest.raises(FileNotFoundError, match="run `make pretrain` first") as info:
+        load_backbone(tiny(), made)
     assert "model.checkpoint" in str(info.value)
+    made.parent.mkdir()
+    made.write_bytes(b"not a safetensors file")
+    with pytest.raises(BackboneCheckpointError, match="re-run `make pretrain`"):
+        load_backbone(tiny(), made)
+    charlm = tmp_path / "checkpoints" / "tiny_gpt.safetensors"
+    with pytest.raises(FileNotFoundError, match="run `make pretrain-charlm` first"):
+        load_backbone(tiny(), charlm)
+
+    # the user's own files get advice about their own files
+    with pytest.raises(FileNotFoundError, match="point model.checkpoint at an existing file"):
+        load_backbone(tiny(), tmp_path / "absent.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(BackboneCheckpointError, match="make pretrain"):
+    with pytest.raises(BackboneCheckpointError, match="that `save_backbone` wrote") as info:
         load_backbone(tiny(), tmp_path / "bad.safetensors")
+    assert "make" not in str(info.value)
+
+
+def test_an_existing_backbone_file_is_replaced_only_with_overwrite(tmp_path):
+    path = tmp_path / "base.safetensors"
+    check_backbone_target(path, overwrite=False)  # nothing there yet
+    save_backbone(tiny(), path)
+    with pytest.raises(BackboneCheckpointError, match=r"save_backbone: .* overwrite=true"):
+        check_backbone_target(path, overwrite=False)
+    check_backbone_target(path, overwrite=True)

@@ -22,6 +22,7 @@ from loralab.lora import (
     apply_adapter,
     load_adapter_tensors,
     lora_layers,
+    save_adapter,
 )
 
 CONFIGS = {
@@ -185,3 +186,26 @@ def test_the_two_task_example_reports_every_task_with_every_adapter(tmp_path, ca
         datamodule.setup("test")
         with fresh.using(task) as model:
             assert accuracy(model, datamodule.test_dataloader()) == table[task][task]
+
+
+def test_a_failed_load_leaves_no_half_built_adapter(tmp_path: Path) -> None:
+    """The file's config builds rank-2 layers, its tensors are rank 4: the copy fails."""
+    source = MultiAdapterModel(tiny_backbone())
+    source.add_adapter("solver", CONFIGS["solver"])
+    with source.using("solver") as model:
+        save_adapter(
+            tmp_path / "broken.safetensors",
+            model,
+            {"adapter": {**CONFIGS["solver"], "rank": 2}},
+            base=source.base_of("solver"),
+        )
+    adapters = MultiAdapterModel(tiny_backbone())
+    adapters.add_adapter("critic", CONFIGS["critic"])
+    modules = {name: id(module) for name, module in adapters.model.named_modules()}
+    with pytest.raises(AdapterConfigError, match="has shape"):
+        adapters.load_adapter("broken", tmp_path / "broken.safetensors")
+    assert list(adapters) == ["critic"] and adapters.active is None
+    assert {name: id(module) for name, module in adapters.model.named_modules()} == modules
+    with adapters.disable_adapters() as bare:
+        assert not any(True for _ in lora_layers(bare))
+    adapters.set_adapter("critic")  # the other adapter is untouched

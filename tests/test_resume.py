@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from safetensors.torch import load_file
 from tests.conftest import compose_config, run_cli
 from torch import nn
 
+from loralab.callbacks.run_config import WALL_TIME_KEY, EmbedRunConfig
 from loralab.errors import ConfigError
 from loralab.run.cli import run_guarded
 from loralab.run.resolvers import project_root
@@ -86,7 +88,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(
         train(cfg)
     folder = Path(cfg.paths.output_dir) / "checkpoints"
     assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no stray temporary file
-    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_nonfinite_loss_stops_the_run_naming_the_step(train_cfg, pretrained_backbone, capsys):
@@ -113,7 +115,7 @@ def test_nonfinite_loss_stops_the_run_naming_the_step(train_cfg, pretrained_back
         line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")
     ]
     assert len(error_lines) == 1 and "adapter.lr" in error_lines[0]
-    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == step  # the update that produced the NaN loss never happened
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
@@ -155,7 +157,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_gives_the_uninterrupted_result(
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = torch.load(last, weights_only=False)["global_step"]
+    killed_at = torch.load(last, weights_only=True)["global_step"]
     assert 0 < killed_at < steps_per_epoch and killed_at % 8 == 0  # a mid-epoch checkpoint
     assert not (run_dir / "summary.json").exists()
 
@@ -199,3 +201,96 @@ def test_a_resumed_run_keeps_the_best_val_acc_of_its_first_part():
     fresh.on_train_start()
     fresh.val_acc_best(torch.tensor(0.8))
     assert float(fresh.val_acc_best.compute()) == pytest.approx(0.8)
+
+
+def process_writing(parent: int, log_file: Path) -> int | None:
+    """The pid of the process under `parent` that has `log_file` open (a run's train.log)."""
+    import psutil
+
+    for child in psutil.Process(parent).children(recursive=True):
+        try:
+            if any(Path(f.path) == log_file for f in child.open_files()):
+                return child.pid
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_a_parallel_sweep_dies_alone_and_resumes_to_the_same_metrics(tmp_path):
+    """Two identical runs (only run_name differs) in a joblib sweep, n_jobs=2; run 0 is killed
+    with SIGKILL mid-epoch. Run 1 completes, the sweep goes on and exits 0, run 0 is recorded as
+    killed, and `ckpt_path=last` in its folder ends with run 1's metrics and adapter."""
+    overrides = [
+        "model.checkpoint=null",  # a seeded random base: no pretraining needed
+        "data.n_train=192",
+        "data.n_val=32",
+        "data.n_test=32",
+        "data.batch_size=16",
+        "trainer.max_epochs=1",
+        "callbacks.step_checkpoint.every_n_train_steps=2",
+        *QUIET,
+    ]
+    sweep = tmp_path / "sweep"
+    killed_dir, other_dir = sweep / "0", sweep / "1"
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "LORALAB_ROOT": project_root(), "OMP_WAIT_POLICY": "PASSIVE"}
+    command = [
+        sys.executable, "-m", "loralab.train", "-m", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", "run_name=killed,reference", *overrides,
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    sweep_proc = subprocess.Popen(
+        command, cwd=project_root(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    while not last.exists() and sweep_proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run = process_writing(sweep_proc.pid, killed_dir / "train.log")
+    assert run is not None and run != sweep_proc.pid, "no process of its own for run 0"
+    os.kill(run, signal.SIGKILL)
+    _, stderr = sweep_proc.communicate(timeout=300)
+    assert sweep_proc.returncode == 0, stderr[-3000:]
+
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < killed_at < 192 // 16  # mid-epoch
+    first_part_s = torch.load(last, weights_only=True)[WALL_TIME_KEY]
+    failed = json.loads((killed_dir / "summary.json").read_text())
+    assert failed["status"] == "failed" and "killed (SIGKILL)" in failed["error"]
+    assert f"ckpt_path=last hydra.run.dir={killed_dir}" in failed["error"]
+    reference = json.loads((other_dir / "summary.json").read_text())
+    assert reference["status"] == "completed" and reference["global_step"] == 192 // 16
+
+    started = time.monotonic()
+    run_cli("loralab.train", *overrides, "run_name=killed", "ckpt_path=last",
+            f"hydra.run.dir={killed_dir}")  # fmt: skip
+    second_part_s = time.monotonic() - started
+    resumed = json.loads((killed_dir / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["global_step"] == 192 // 16
+    # the wall time covers both parts: the first up to its last checkpoint, and the resume
+    assert first_part_s < resumed["wall_time_s"] < first_part_s + second_part_s
+    for key in ("val/acc", "val/loss", "test/acc", "test/loss"):
+        assert resumed["metrics"][key] == pytest.approx(reference["metrics"][key], abs=1e-6), key
+    adapter = load_file(killed_dir / "adapter.safetensors")
+    expected = load_file(other_dir / "adapter.safetensors")
+    assert adapter.keys() == expected.keys()
+    for name, tensor in adapter.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6)
+
+
+def test_the_wall_time_in_checkpoints_adds_up_over_resumed_parts():
+    first = EmbedRunConfig({"seed": 1}, started=time.perf_counter() - 30)  # 30 s in
+    checkpoint: dict = {}
+    first.on_save_checkpoint(None, None, checkpoint)
+    assert checkpoint["loralab_config"] == {"seed": 1} and "loralab_base" not in checkpoint
+    assert 30 <= checkpoint[WALL_TIME_KEY] < 31
+
+    fitting, testing = (SimpleNamespace(state=SimpleNamespace(fn=fn)) for fn in ("fit", "test"))
+    resumed = EmbedRunConfig({"seed": 1}, {"digest": "d", "tensors": {}}, time.perf_counter() - 5)
+    resumed.on_load_checkpoint(fitting, None, checkpoint)
+    assert 35 <= resumed.wall_time_s() < 36  # 30 s before the kill's checkpoint + 5 s since
+    resumed.on_load_checkpoint(testing, None, {WALL_TIME_KEY: 1000.0})  # trainer.test(best)
+    assert 35 <= resumed.wall_time_s() < 36
+    again: dict = {}
+    resumed.on_save_checkpoint(None, None, again)
+    assert again["loralab_base"] == {"digest": "d", "tensors": {}}

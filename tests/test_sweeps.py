@@ -221,3 +221,22 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path, pretraine
     )
     runs = summaries(sweep)
     assert [(s["status"], s["rank"]) for s in runs] == [("completed", 1), ("completed", 4)]
+
+
+def test_an_optuna_search_without_a_completed_trial_ends_without_optunas_error(monkeypatch):
+    """Optuna has no best trial to save; FailedSweepExit then says that every run failed."""
+    OptunaSweeper = optuna_sweeper.OptunaSweeper  # noqa: N806 - looked up at call time, as above
+
+    def no_completed_trial(self, arguments):  # noqa: ANN001, ANN202
+        raise ValueError("No trials are completed yet.")
+
+    monkeypatch.setattr(OptunaSweeper, "sweep", no_completed_trial)
+    sweeper = optuna_sweeper.LoralabOptunaSweeper.__new__(optuna_sweeper.LoralabOptunaSweeper)
+    assert sweeper.sweep([]) is None
+
+    def other_error(self, arguments):  # noqa: ANN001, ANN202
+        raise ValueError("a bad search space")
+
+    monkeypatch.setattr(OptunaSweeper, "sweep", other_error)
+    with pytest.raises(ValueError, match="bad search space"):
+        sweeper.sweep([])

@@ -213,8 +213,13 @@ def bad_file(tmp_path: Path, content: bytes, name: str = "bad.csv") -> dict[str,
         (b"text,label\n", {}, ConfigError, "has no rows"),
         (b"text,label\nhi,0\nyo,7\n", {}, ConfigError, "data.num_classes=3"),
         (b"text,label\nhi,positive\nyo,negative\n", {}, ConfigError, "set data.num_classes=2"),
-        (b"text,label\nhi,1\n\xff\xfe oops,0\n", {}, ConfigError, "not UTF-8"),
-        (b"text,label\nhi,1\n,0\n", {}, ConfigError, "row 1 of the train split has no text"),
+        (
+            b"text,label\nhi,1\n\xff\xfe oops,0\n",
+            {},
+            ConfigError,
+            "(byte b'\\xff' at offset 16, line 3)",
+        ),
+        (b"text,label\nhi,1\n,0\n", {}, ConfigError, "row 2 of data.train_file="),
         (
             b"text,label\nhi,1\n",
             {"train_file": None},
@@ -245,6 +250,30 @@ def test_bad_data_fails_in_one_sentence_naming_the_key(tmp_path, files, kwargs, 
     settings.update(kwargs)
     with pytest.raises(error, match=re.escape(key)):
         datamodule(tmp_path, **settings).setup("fit")
+
+
+def test_data_errors_name_the_row_and_byte_of_the_users_own_file(tmp_path):
+    """Not the row of a shuffled, subsampled split, nor an offset in `datasets`' read buffer."""
+    rows = [(f"review number {i}", i % 2) for i in range(60)]
+    rows[39] = ("", 1)  # the 40th data row has no text
+    path = write_csv(tmp_path / "mine.csv", rows)
+    settings = {"train_file": str(path), "val_file": None, "test_file": None, "num_classes": 2}
+    with pytest.raises(ConfigError, match=rf"row 40 of data\.train_file={re.escape(str(path))} "):
+        datamodule(tmp_path, n_train=20, **settings).setup("fit")  # a shuffled subsample
+
+    text = "".join(f"line {i} of a long review file,{i % 2}\n" for i in range(20_000))
+    data = b"text,label\n" + text.encode()
+    offset = len(data) - 40  # deep in the file, far past the reader's first block
+    data = data[:offset] + b"\xff" + data[offset + 1 :]
+    big = tmp_path / "big.csv"
+    big.write_bytes(data)
+    line = data[:offset].count(b"\n") + 1
+    with pytest.raises(ConfigError) as info:
+        datamodule(tmp_path, **{**settings, "train_file": str(big)}).setup("fit")
+    assert str(info.value) == (
+        f"data.train_file: {big} is not UTF-8 text (byte b'\\xff' at offset {offset}, line "
+        f"{line}); re-save the file as UTF-8."
+    )
 
 
 def test_tokenised_splits_are_cached_on_disk_and_reused(bundled, tmp_path):

@@ -48,7 +48,7 @@ def test_lora_run_summary_checkpoint_and_merge_check(train_cfg, pretrained_backb
     assert metrics["merge/max_abs_diff"] < 1e-5
 
     # the checkpoint holds the adapter and the head only, with a reference to the base
-    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=False)
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
     keys = set(ckpt["state_dict"])
     assert keys and all("lora_" in k or ".classifier." in k for k in keys), keys
     assert ckpt["loralab_config"]["model"]["checkpoint"] == str(pretrained_backbone)
@@ -61,7 +61,7 @@ def test_full_run_checkpoints_whole_model(train_cfg, pretrained_backbone):
     cfg = train_cfg("adapter=full", f"model.checkpoint={pretrained_backbone}")
     train(cfg)
     summary = _summary(cfg)
-    ckpt = torch.load(Path(summary["checkpoint_path"]), weights_only=False)
+    ckpt = torch.load(Path(summary["checkpoint_path"]), weights_only=True)
     assert summary["trainable_params"] == summary["total_params"]
     assert any(k.endswith("tok_emb.weight") for k in ckpt["state_dict"])
     assert summary["run_name"] == "full" and summary["adapter_bytes"] is None

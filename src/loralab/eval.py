@@ -27,7 +27,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test (or validate) the run of `ckpt_path`; write metrics.json; return the metrics."""
     if cfg.split not in SPLITS:
         raise ConfigError(f"split must be test or val, got {cfg.split!r}; set split=test.")
-    run = load_run(cfg.ckpt_path)
+    run = load_run(cfg.ckpt_path, allow_other_base=cfg.allow_other_base)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     check = trainer.test if cfg.split == "test" else trainer.validate
     check(run.task, datamodule=run.datamodule)

@@ -36,7 +36,7 @@ OUTPUT_FILE = "generated.json"
 
 def load_backbone_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A plain backbone (pretrained or merged) from its file; returns it and the metadata."""
-    metadata = read_metadata(path)
+    metadata = read_metadata(path, key="ckpt_path")
     net_cfg = (metadata.get("model") or {}).get("net")
     if not net_cfg:
         raise ConfigError(
@@ -60,7 +60,7 @@ def backbone_tokenizer(path: Path, metadata: dict[str, Any]) -> CharTokenizer:
 
 
 def load_for_generation(
-    ckpt_path: str | Path, tokenizer: str | None = None
+    ckpt_path: str | Path, tokenizer: str | None = None, allow_other_base: bool = False
 ) -> tuple[nn.Module, CharTokenizer]:
     """The model a checkpoint holds, in eval mode, and the tokenizer to read and write text."""
     path = Path(ckpt_path)
@@ -73,7 +73,8 @@ def load_for_generation(
         model, metadata = load_backbone_file(path)
         found = None if tokenizer else backbone_tokenizer(path, metadata)
     else:
-        run = load_run(path)  # the data module's saved state holds the run's tokenizer
+        # the data module's saved state holds the run's tokenizer
+        run = load_run(path, allow_other_base=allow_other_base)
         model, found = run.model, run.datamodule.tokenizer
     chosen = CharTokenizer.load(tokenizer) if tokenizer else found
     if not isinstance(chosen, CharTokenizer):
@@ -86,7 +87,9 @@ def load_for_generation(
 
 def generate(cfg: DictConfig) -> dict[str, float]:
     """Sample one continuation of the prompt; print it and save it in generated.json."""
-    model, tokenizer = load_for_generation(cfg.ckpt_path, cfg.get("tokenizer"))
+    model, tokenizer = load_for_generation(
+        cfg.ckpt_path, cfg.get("tokenizer"), cfg.allow_other_base
+    )
     prompt = str(cfg.prompt).replace("\\n", "\n")  # a typed `\n` is a line break
     if not prompt:
         raise ConfigError("prompt is empty; pass at least one character, e.g. prompt='\\n'.")

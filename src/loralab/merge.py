@@ -78,7 +78,7 @@ def merge(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(
             f"output: {output} exists already; pass a new path, or overwrite=true to replace it."
         )
-    run = load_run(cfg.ckpt_path)
+    run = load_run(cfg.ckpt_path, allow_other_base=cfg.allow_other_base)
     model = run.model.eval()
     inputs = sample_inputs(run.datamodule)
     adapters = sum(1 for _ in lora_layers(model))

@@ -2,6 +2,10 @@
 
 Every stage takes the previous stage's output and hands on one thing:
 config -> datamodule -> backbone -> apply_adapter(backbone) -> task -> trainer.fit/test -> summary.
+
+Nothing a user has is replaced on the way: a fresh run refuses a folder that holds an
+earlier run (`run.folder`), and a pretraining run refuses to replace an existing backbone
+file unless `overwrite=true`; a `fast_dev_run` writes no backbone at all.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from omegaconf import DictConfig
 from loralab.callbacks import EmbedRunConfig, ResourceMonitor
 from loralab.io import file_size, to_plain
 from loralab.lora import (
-    AdapterReport,
     base_weight_bytes,
     count_parameters,
     format_parameter_table,
@@ -26,9 +29,11 @@ from loralab.lora import (
     save_adapter,
 )
 from loralab.models import save_backbone
-from loralab.run.builder import build_run
-from loralab.run.cli import hydra_entry
+from loralab.models.backbone import check_backbone_target
+from loralab.run.builder import Run, build_run
+from loralab.run.cli import hydra_choice, hydra_entry, in_multirun
 from loralab.run.components import instantiate_callbacks, instantiate_loggers
+from loralab.run.folder import check_fresh_folder
 from loralab.run.resume import resume_checkpoint
 from loralab.run.summary import ADAPTER_FILE, COMPLETED, RunSummary, adapter_fields
 from loralab.run.tracking import log_final_hparams, log_parameter_counts, scalar_metrics
@@ -39,6 +44,9 @@ log = logging.getLogger("loralab.train")
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one run; write its summary.json; return its final metrics."""
     started = time.perf_counter()
+    folder_key = "hydra.sweep.dir" if in_multirun() else "hydra.run.dir"
+    check_fresh_folder(cfg.paths.output_dir, cfg.get("ckpt_path"), folder_key)
+    claim_backbone_file(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg)  # ckpt_path=last: this run folder's newest last.ckpt
@@ -47,7 +55,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), loggers)
-    callbacks.append(EmbedRunConfig(to_plain(cfg)))
+    base = run.base.to_dict() if run.base is not None else None
+    record = EmbedRunConfig(to_plain(cfg), base, started)  # also times all parts of the run
+    callbacks.append(record)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
@@ -65,19 +75,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(scalar_metrics(trainer))  # testing replaces the trainer's metrics
 
     if trainer.is_global_zero:
-        files = save_weights(cfg, run.model, run.report, Path(cfg.paths.output_dir))
+        files = save_weights(cfg, run, Path(cfg.paths.output_dir))
         summary = build_summary(cfg, trainer, run.model, metrics, files, best_ckpt)
-        summary.wall_time_s = time.perf_counter() - started
+        summary.wall_time_s = record.wall_time_s()
         summary.write(cfg.paths.output_dir)
         log_final_hparams(trainer, cfg, metrics)
         log.info("final metrics: %s", {k: float(f"{v:.4g}") for k, v in sorted(metrics.items())})
     return metrics
 
 
-def save_weights(
-    cfg: DictConfig, model: Any, report: AdapterReport, output_dir: Path
-) -> dict[str, int | None]:
-    """The adapter file of a LoRA run, and the backbone of a pretraining run."""
+def claim_backbone_file(cfg: DictConfig) -> None:
+    """Before anything runs: refuse to replace an existing backbone file without overwrite=true,
+    and let a debug run or a fast_dev_run write none (nor its tokenizer, which follows
+    save_backbone). The debug configs set save_backbone: null themselves; this also covers a
+    save_backbone given on the command line."""
+    if not cfg.get("save_backbone"):
+        return
+    debug = hydra_choice("debug")
+    if cfg.trainer.get("fast_dev_run") or debug:
+        why = f"debug={debug}" if debug else "trainer.fast_dev_run"
+        log.info("%s: not saving the backbone to %s", why, cfg.save_backbone)
+        cfg.save_backbone = None
+        return
+    check_backbone_target(cfg.save_backbone, bool(cfg.get("overwrite")))
+
+
+def save_weights(cfg: DictConfig, run: Run, output_dir: Path) -> dict[str, int | None]:
+    """The adapter file of a LoRA run (with its base's identity), and the backbone of a
+    pretraining run."""
+    model, report = run.model, run.report
     sizes: dict[str, int | None] = {"adapter_bytes": None, "backbone_bytes": None}
     if report.method != "full":
         metadata = {
@@ -85,7 +111,9 @@ def save_weights(
             "base_checkpoint": cfg.model.get("checkpoint"),
             "layer_types": {name: layer.layer_type.name for name, layer in lora_layers(model)},
         }
-        sizes["adapter_bytes"] = save_adapter(output_dir / ADAPTER_FILE, model, metadata)
+        sizes["adapter_bytes"] = save_adapter(
+            output_dir / ADAPTER_FILE, model, metadata, base=run.base
+        )
     if cfg.get("save_backbone"):
         sizes["backbone_bytes"] = save_backbone(
             model, cfg.save_backbone, {"model": to_plain(cfg.model)}

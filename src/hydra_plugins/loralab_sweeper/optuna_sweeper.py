@@ -8,6 +8,7 @@ ignores it, and the search goes on (with `max_failure_rate: 1.0`, as `hparams_se
 configs set it).
 """
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from loralab.run import compat
+
+log = logging.getLogger(__name__)
 
 
 class FailedRunError(RuntimeError):
@@ -69,6 +72,17 @@ class _NanAsFailureLauncher:
 
 
 class LoralabOptunaSweeper(OptunaSweeper):
+    def sweep(self, arguments: list[str]) -> None:
+        """The search; when no trial completed, Optuna has no best trial to save, and the
+        sweep ends without one (loralab.run.cli.FailedSweepExit then exits with code 1)."""
+        try:
+            return super().sweep(arguments)
+        except ValueError as error:
+            if "No trials are completed yet" not in str(error):
+                raise
+            log.error("no trial of the search completed: there is no best value to save")
+            return None
+
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:

@@ -19,7 +19,14 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     failure) during the write leaves a truncated `last.ckpt` that no run can resume from.
     Here the old file stays intact until the new one is complete; a kill leaves at worst a
     stray `.last.ckpt.<pid>.<random>.tmp` that nothing reads.
+
+    A `fast_dev_run` writes no checkpoint at all: Lightning skips its per-step and
+    per-validation saves, but its end-of-fit `save_last` does not ask.
     """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:  # a private hook
         tmp = temporary_path(filepath)

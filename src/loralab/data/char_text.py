@@ -37,7 +37,34 @@ def load_text(corpus: str = "a", path: str | os.PathLike | None = None) -> str:
             f"data.path: no text file at {file}; pass an existing UTF-8 file, or set "
             "data.path=null to use the bundled corpus data.corpus=a|b."
         )
-    return file.read_text(encoding="utf-8", errors="replace")
+    return decode_text(file.read_bytes(), file)
+
+
+def decode_text(data: bytes, file: Path) -> str:
+    """The file's text; bytes that are not UTF-8, or a NUL (binary data), fail by offset.
+
+    Decoding with replacement would train on U+FFFD characters the user never wrote.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = data[error.start : error.start + 1]
+        raise ConfigError(
+            f"data.path: {file} is not UTF-8 text (byte {bad!r} at offset {error.start}, line "
+            f"{line_of(data, error.start)}); pass a UTF-8 text file (re-save it as UTF-8)."
+        ) from None
+    if "\x00" in text:
+        offset = data.index(b"\x00")
+        raise ConfigError(
+            f"data.path: {file} holds a NUL byte at offset {offset} (line "
+            f"{line_of(data, offset)}), so it is binary data, not text; pass a UTF-8 text file."
+        )
+    return text
+
+
+def line_of(data: bytes, offset: int) -> int:
+    """The 1-based line of the byte at `offset`."""
+    return data.count(b"\n", 0, offset) + 1
 
 
 def build_tokenizer(tokenizer: str | None, corpus: str, path: str | None) -> CharTokenizer:

@@ -126,9 +126,14 @@ class TextClassificationDataModule(SplitDataModule):
                 files = {"train": hp.train_file, "val": hp.val_file, "test": hp.test_file}
                 raw = source.load_files(files, hp.cache_dir)
                 stage_names = {stage: stage for stage in source.STAGES}
+                origins = {stage: f"data.{stage}_file={files[stage]}" for stage in raw}
             else:
                 raw = source.load_named(hp.dataset_name, hp.dataset_config, hp.cache_dir)
                 stage_names = dict(hp.split_names or {})
+                origins = {
+                    split: f"split {split!r} of data.dataset_name={hp.dataset_name}"
+                    for split in raw
+                }
             splits = source.pick_splits(raw, stage_names, hp.val_fraction, hp.test_fraction)
             fields = {
                 "text_field": hp.text_field,
@@ -138,6 +143,13 @@ class TextClassificationDataModule(SplitDataModule):
             source.check_columns(splits, fields)
             self.label_names = source.label_names_of(
                 splits, hp.label_field, hp.label_names, hp.num_classes
+            )
+            # rows are checked where the user can find them: in their file, in its own order
+            source.check_rows(
+                {origins[split]: raw[split] for split in source.source_splits(raw, stage_names)},
+                fields,
+                self.label_names,
+                hp.num_classes,
             )
             self.splits = {stage: self._encode(stage, ds) for stage, ds in splits.items()}
         sizes = {stage: len(ds) for stage, ds in self.splits.items()}
@@ -151,10 +163,6 @@ class TextClassificationDataModule(SplitDataModule):
         limit = self.limits[stage]
         if limit is not None and limit < len(ds):
             ds = ds.shuffle(seed=hp.seed).select(range(limit))
-        source.check_texts(stage, "text_field", ds[hp.text_field])
-        if hp.text_pair_field is not None:
-            source.check_texts(stage, "text_pair_field", ds[hp.text_pair_field])
-        source.label_ids(stage, ds[hp.label_field], self.label_names, hp.num_classes)
 
         tokenizer, names = self.tokenizer, self.label_names
         index = {name: i for i, name in enumerate(names)} if names is not None else {}

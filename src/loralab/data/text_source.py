@@ -2,11 +2,15 @@
 
 Everything a user can get wrong about their data fails here, in one sentence naming the
 `data.*` key: a missing file, an unreadable or non-UTF-8 file, a missing column, an empty
-split, a label outside `data.num_classes`, an empty text cell.
+split, a label outside `data.num_classes`, an empty text cell. Places are the user's own:
+rows are checked in the file (or dataset split) they came from, before any shuffling,
+subsampling or carving, and counted from 1 without the header; a bad byte is given by its
+offset in the file and its line.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -78,9 +82,8 @@ def load_files(paths: Mapping[str, str | None], cache_dir: str | None) -> Any:
     try:
         return datasets.load_dataset(fmt, data_files=files, cache_dir=cache_dir, **kwargs)
     except datasets.exceptions.DatasetGenerationError as error:
-        raise _readable(
-            error, "data.train_file/val_file/test_file", ", ".join(files.values())
-        ) from None
+        named = [(f"data.{stage}_file", path) for stage, path in files.items()]
+        raise _readable(error, named) from None
     except ValueError as error:
         if "corresponds to no data" not in str(error):
             raise
@@ -101,7 +104,8 @@ def load_named(name: str, config: str | None, cache_dir: str | None) -> Any:
             return datasets.load_from_disk(str(folder))
         return datasets.load_dataset(str(name), config, cache_dir=cache_dir)
     except datasets.exceptions.DatasetGenerationError as error:
-        raise _readable(error, "data.dataset_name", name) from None
+        data_files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in FORMATS)
+        raise _readable(error, [("data.dataset_name", str(p)) for p in data_files]) from None
     except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError, ConnectionError) as error:
         raise MissingFileError(
             f"data.dataset_name: cannot load {name!r} ({error}); give a hub dataset id "
@@ -109,15 +113,51 @@ def load_named(name: str, config: str | None, cache_dir: str | None) -> Any:
         ) from None
 
 
-def _readable(error: Exception, key: str, where: str) -> ConfigError:
-    """One sentence for a file `datasets` could not parse, naming the bytes if it is encoding."""
+def first_bad_byte(path: str | Path, chunk: int = 1 << 20) -> tuple[int, bytes, int] | None:
+    """(offset, byte, line) of the first byte of a file that is not UTF-8 text; None if all is."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1  # of the block being read
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            held = len(decoder.getstate()[0])  # bytes of a character begun in the last block
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as error:
+                bad = offset - held + error.start
+                f.seek(bad)
+                return bad, f.read(1), line + block[: max(0, bad - offset)].count(b"\n")
+            if not block:
+                return None
+            offset += len(block)
+            line += block.count(b"\n")
+
+
+def _readable(error: Exception, files: Sequence[tuple[str, str]]) -> ConfigError:
+    """One sentence for data `datasets` could not parse (files: (key, path) pairs), naming the
+    file and, for text that is not UTF-8, the first bad byte's offset and line in it."""
     cause = error.__cause__ or error.__context__
-    if isinstance(cause, UnicodeDecodeError):
-        return ConfigError(
-            f"{key}: {where} is not UTF-8 text (byte {cause.object[cause.start : cause.end]!r} "
-            f"at offset {cause.start}); re-save the file as UTF-8."
-        )
-    return ConfigError(f"{key}: cannot read {where} ({cause or error}); check the file's format.")
+    candidates = [
+        (key, path)
+        for key, path in files
+        if Path(path).suffix.lower() != ".parquet" and Path(path).is_file()
+    ]
+    for key, path in candidates:
+        bad = first_bad_byte(path)
+        if bad is not None:
+            offset, byte, line = bad
+            return ConfigError(
+                f"{key}: {path} is not UTF-8 text (byte {byte!r} at offset {offset}, line "
+                f"{line}); re-save the file as UTF-8."
+            )
+    where = ", ".join(f"{key}={path}" for key, path in files) or "the data"
+    return ConfigError(f"cannot read {where} ({cause or error}); check the file's format.")
+
+
+def source_splits(raw: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    """The splits of the source that train, val and test read (stage -> split name)."""
+    wanted = [names.get(stage, DEFAULT_SPLITS[stage]) for stage in STAGES]
+    return [split for split in dict.fromkeys(wanted) if split in raw]
 
 
 def pick_splits(
@@ -170,12 +210,16 @@ def check_columns(splits: Mapping[str, Any], fields: Mapping[str, str | None]) -
                 )
 
 
-def check_texts(stage: str, key: str, texts: Sequence[Any]) -> None:
-    """A missing or non-string text cell (an empty CSV cell reads as None) fails by row."""
+def check_texts(origin: str, key: str, texts: Sequence[Any]) -> None:
+    """A missing or non-string text cell (an empty CSV cell reads as None) fails by row.
+
+    `origin` names where the rows are, e.g. "data.train_file=reviews.csv": the rows of
+    that file in its own order, counted from 1 (the header not counted).
+    """
     for row, text in enumerate(texts):
         if not isinstance(text, str):
             raise ConfigError(
-                f"data.{key}: row {row} of the {stage} split has no text ({text!r}); "
+                f"data.{key}: row {row + 1} of {origin} has no text ({text!r}); "
                 "fill or drop that row."
             )
 
@@ -207,9 +251,9 @@ def label_names_of(
 
 
 def label_ids(
-    stage: str, labels: Sequence[Any], names: list[str] | None, num_classes: int
+    origin: str, labels: Sequence[Any], names: list[str] | None, num_classes: int
 ) -> list[int]:
-    """Labels as ids in [0, num_classes); anything else fails, naming the row."""
+    """Labels as ids in [0, num_classes); anything else fails, naming the row of `origin`."""
     index = {name: i for i, name in enumerate(names)} if names is not None else None
     ids = []
     for row, label in enumerate(labels):
@@ -217,8 +261,23 @@ def label_ids(
             label = index.get(label, label)
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
             raise ConfigError(
-                f"data.label_field: row {row} of the {stage} split has label {label!r}, outside "
+                f"data.label_field: row {row + 1} of {origin} has label {label!r}, outside "
                 f"the data.num_classes={num_classes} classes; fix the row or data.num_classes."
             )
         ids.append(label)
     return ids
+
+
+def check_rows(
+    sources: Mapping[str, Any],
+    fields: Mapping[str, str | None],
+    names: list[str] | None,
+    num_classes: int,
+) -> None:
+    """Every text and label cell of every source (origin -> its rows, as loaded)."""
+    for origin, ds in sources.items():
+        for key in ("text_field", "text_pair_field"):
+            if fields.get(key) is not None and fields[key] in ds.column_names:
+                check_texts(origin, key, ds[fields[key]])
+        if fields.get("label_field") in ds.column_names:
+            label_ids(origin, ds[fields["label_field"]], names, num_classes)

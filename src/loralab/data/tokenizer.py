@@ -24,6 +24,8 @@ from loralab.io import write_json
 log = logging.getLogger(__name__)
 
 FORMAT = "loralab.char_tokenizer"
+# the tokenizer `make pretrain-charlm` writes into checkpoints/
+MAKE_TOKENIZER = "tiny_gpt.tokenizer.json"
 UNK_ID = 0
 # what an unknown id decodes to: the Unicode replacement character
 UNK_TEXT = "\ufffd"
@@ -84,7 +86,8 @@ class CharTokenizer:
         if data.get("format") != FORMAT or not isinstance(data.get("chars"), list):
             raise ConfigError(
                 f"data.tokenizer: {source} is not a loralab character tokenizer file; point "
-                "data.tokenizer at the .tokenizer.json that `make pretrain-charlm` wrote."
+                "data.tokenizer at the .tokenizer.json a character pretraining run wrote "
+                "beside its backbone."
             )
         return cls(data["chars"])
 
@@ -98,12 +101,21 @@ class CharTokenizer:
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
         path = Path(path)
         if not path.is_file():
-            raise MissingFileError(
-                f"data.tokenizer: no tokenizer file at {path}; run `make pretrain-charlm` first "
-                "(it saves the pretraining vocabulary there), or set data.tokenizer=null to build "
-                "the vocabulary from this text."
+            made_by_make = path.name == MAKE_TOKENIZER and path.parent.name == "checkpoints"
+            fix = (
+                "run `make pretrain-charlm` first (it saves the pretraining vocabulary there)"
+                if made_by_make
+                else "point it at the .tokenizer.json a pretraining run wrote"
             )
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+            raise MissingFileError(
+                f"data.tokenizer: no tokenizer file at {path}; {fix}, or set "
+                "data.tokenizer=null to build the vocabulary from this text."
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            data = {}
+        return cls.from_dict(data if isinstance(data, dict) else {}, str(path))
 
 
 def tokenizer_path_for(backbone_path: str | os.PathLike) -> Path:

@@ -2,7 +2,8 @@
 
 Read in this order: `layer.py` (the math), `layer_types.py` (which base layers, and how the
 update attaches to each), `targets.py` (which layers), `inject.py` (what trains), `params.py`
-(what it costs), `state.py` (what is saved). Then the variants, one registry for all of them
+(what it costs), `state.py` (what is saved) and `identity.py` (which base it was saved for).
+Then the variants, one registry for all of them
 (`variants/`: rsLoRA, LoRA+, DoRA, PiSSA, QLoRA with `quant.py` + `quantized_linear.py`),
 and the adapter's life after training: `fold.py` (merge for good), `multi.py` (several
 adapters on one base), `peft_format.py` and `peft_config.py` (Hugging Face PEFT folders).
@@ -12,6 +13,7 @@ This package imports nothing of loralab but the leaf modules `loralab.errors` an
 
 from loralab.errors import AdapterConfigError
 from loralab.lora.fold import merge_and_unwrap
+from loralab.lora.identity import BaseIdentity, base_identity
 from loralab.lora.inject import (
     AdapterReport,
     apply_adapter,
@@ -47,6 +49,7 @@ from loralab.lora.variants.qlora import quantize_frozen_linears
 __all__ = [
     "AdapterConfigError",
     "AdapterReport",
+    "BaseIdentity",
     "DoRALayer",
     "LayerType",
     "LoRALayer",
@@ -57,6 +60,7 @@ __all__ = [
     "adapter_config_from_peft",
     "adapter_state_dict",
     "apply_adapter",
+    "base_identity",
     "base_weight_bytes",
     "build_layer",
     "count_parameters",

@@ -9,6 +9,7 @@ this module names no variant.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,9 +22,31 @@ from loralab.lora.layer import LoRALayer, validate_lora_settings
 from loralab.lora.layer_types import layer_type_of
 from loralab.lora.params import count_parameters
 from loralab.lora.targets import as_patterns, find_target_modules, match_any, resolve_trainable
-from loralab.lora.variants import FULL, active_variants, build_layer, check_supported
+from loralab.lora.variants import (
+    FULL,
+    active_variants,
+    build_layer,
+    check_supported,
+    variant_keys,
+)
 
 log = logging.getLogger("loralab.lora")
+
+# the adapter settings of every method (full fine-tuning reads name, lr and trainable; `lr` is
+# the task's); with the registered variants' own keys they are the whole adapter schema, so a
+# misspelt key (+adapter.rnak=4) is refused instead of silently training the default
+ADAPTER_KEYS = (
+    "name",
+    "rank",
+    "alpha",
+    "dropout",
+    "scaling",
+    "init",
+    "targets",
+    "exclude",
+    "trainable",
+    "lr",
+)
 
 
 @dataclass
@@ -53,9 +76,11 @@ class AdapterReport:
 def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
     """Prepare `model` in place for the adaptation method `cfg.name` names.
 
-    `cfg` is the `adapter` config group (a dict or DictConfig); keys this function does not
-    use (such as `lr`) belong to other stages and are ignored.
+    `cfg` is the `adapter` config group (a dict or DictConfig). Its keys must be adapter
+    settings (`ADAPTER_KEYS` and the variants' keys); `lr` belongs to the task and is not
+    read here.
     """
+    check_adapter_keys(cfg)
     if cfg.get("name") == FULL:
         model.requires_grad_(True)
         return _report(FULL, model, [], [])
@@ -75,6 +100,7 @@ def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
         check_supported(active, name, layer_type_of(module))
         for variant in active:
             variant.check_target(name, module, cfg)
+    check_rank_fits(model, targets, cfg.get("rank"))
 
     model.requires_grad_(False)
     for name in targets:
@@ -96,6 +122,35 @@ def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
     )
     log.info("trained in full: %s; %s", ", ".join(trainable) or "none", report.summary())
     return report
+
+
+def check_adapter_keys(cfg: Mapping[str, Any]) -> None:
+    """Refuse a key no adapter method or variant reads, naming the closest real one."""
+    known = set(ADAPTER_KEYS) | variant_keys()
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"did you mean adapter.{close[0]}?" if close else "remove it."
+            raise AdapterConfigError(
+                f"adapter.{key} is not an adapter setting (the settings are "
+                f"{', '.join(sorted(known))}); {hint}"
+            )
+
+
+def check_rank_fits(model: nn.Module, targets: list[str], rank: int) -> None:
+    """Refuse a rank above min(in, out) of a target: B @ A could never reach it, and the
+    factors would cost more than the full weight."""
+    kinds = {name: layer_type_of(model.get_submodule(name)) for name in targets}
+    limits = {name: min(kinds[name].features(model.get_submodule(name))) for name in targets}
+    too_small = [name for name in targets if rank > limits[name]]
+    if too_small:
+        name = too_small[0]
+        raise AdapterConfigError(
+            f"adapter.rank={rank} is above min(in, out) = {limits[name]} of the targeted "
+            f"{kinds[name].name} layer {name} ({len(too_small)} of {len(targets)} targets are "
+            f"that small); set adapter.rank to at most {min(limits.values())}, or leave such "
+            "layers out with adapter.exclude."
+        )
 
 
 def _select_modules(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[list[str], list[str]]:

@@ -10,6 +10,8 @@ base `nn.Linear`, so the base weights are never reloaded, copied or changed.
 
 With an adapter active, the model is exactly the single-adapter model: same modules, same
 parameter names, so `save_adapter`, `load_adapter`, training and `merge_lora` all work on it.
+The base's identity is taken once, from the bare model: each saved adapter records it, and
+an adapter file trained on another base is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from loralab.errors import AdapterConfigError
 from loralab.io import to_plain
+from loralab.lora.identity import BaseIdentity, base_identity
 from loralab.lora.inject import AdapterReport, apply_adapter, replace_module
 from loralab.lora.state import load_adapter, read_adapter_metadata, save_adapter
 from loralab.lora.variants import FULL, active_variants
@@ -40,6 +43,10 @@ class MultiAdapterModel:
         # dotted path -> the base model's own module there
         self.base_modules: dict[str, nn.Module] = {}
         self.active: str | None = None
+        # the shared base's fingerprint, taken once while no adapter is in it
+        self.base = base_identity(model)
+        # adapter name -> the modules it trains in full (a copy each; not part of its base)
+        self.trained_in_full: dict[str, list[str]] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self.adapters
@@ -66,7 +73,12 @@ class MultiAdapterModel:
                 replace_module(self.model, path, self.base_modules[path])
         self.adapters[name] = modules
         self.configs[name] = cfg
+        self.trained_in_full[name] = list(report.trainable_modules)
         return report
+
+    def base_of(self, name: str) -> BaseIdentity:
+        """The identity of the base adapter `name` sits on (its own trained modules left out)."""
+        return self.base.without(self.trained_in_full[name])
 
     def _check_new(self, name: str, cfg: Mapping[str, Any]) -> None:
         if name in self.adapters:
@@ -134,10 +146,18 @@ class MultiAdapterModel:
     def save_adapter(self, name: str, path: str | Path) -> int:
         """Write adapter `name` as an adapter.safetensors (with its config); returns bytes."""
         with self.using(name):
-            return save_adapter(path, self.model, {"adapter": self.configs[name]})
+            return save_adapter(
+                path, self.model, {"adapter": self.configs[name]}, base=self.base_of(name)
+            )
 
-    def load_adapter(self, name: str, path: str | Path) -> AdapterReport:
-        """Add adapter `name` from a file that `save_adapter` or a training run wrote."""
+    def load_adapter(
+        self, name: str, path: str | Path, allow_other_base: bool = False
+    ) -> AdapterReport:
+        """Add adapter `name` from a file that `save_adapter` or a training run wrote.
+
+        A file trained on another base is refused (unless `allow_other_base`), and a failed
+        load leaves no adapter `name` behind.
+        """
         cfg = read_adapter_metadata(path).get("adapter")
         if not cfg:
             raise AdapterConfigError(
@@ -147,7 +167,9 @@ class MultiAdapterModel:
         report = self.add_adapter(name, cfg)
         try:
             with self.using(name):
-                load_adapter(path, self.model)
+                load_adapter(
+                    path, self.model, base=self.base_of(name), allow_other_base=allow_other_base
+                )
         except BaseException:
             self.delete_adapter(name)  # a failed load leaves no half-built adapter behind
             raise
@@ -164,3 +186,4 @@ class MultiAdapterModel:
             self._put_aside()
         del self.adapters[name]
         del self.configs[name]
+        del self.trained_in_full[name]

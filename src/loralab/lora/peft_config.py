@@ -107,6 +107,8 @@ def adapter_config_from_peft(peft: Mapping[str, Any]) -> dict[str, Any]:
     targets = peft.get("target_modules")
     if isinstance(targets, str) and targets != "all-linear":
         targets = f"re:{targets}"
+    elif targets is not None:
+        targets = sorted(targets)  # PEFT keeps a set: its saved order is the hash order
     exclude = peft.get("exclude_modules") or []
     adapter = {
         "name": "lora",

@@ -2,7 +2,9 @@
 
 A LoRA run changes the A/B matrices and the modules trained in full (e.g. a new head);
 everything else is the base model, which the researcher already has. The file is
-safetensors (no pickle: safe to load from anyone) with the run's settings as JSON metadata.
+safetensors (no pickle: safe to load from anyone) with the run's settings as JSON metadata,
+including the identity of the base it was trained on (`BASE_IDENTITY_KEY`), so that loading
+it onto another base is refused instead of silently computing something else.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from torch import nn
 
 from loralab.errors import AdapterConfigError, MissingFileError
 from loralab.io import METADATA_KEY, save_safetensors
+from loralab.lora.identity import BaseIdentity, check_same_base
 from loralab.lora.layer import LoRALayer
+
+# the metadata key of the base's identity (`BaseIdentity.to_dict()`)
+BASE_IDENTITY_KEY = "base_identity"
 
 SAME_BASE_FIX = (
     "the adapter was trained on a base of another shape; "
@@ -37,13 +43,20 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_adapter(
-    path: str | Path, model: nn.Module, metadata: Mapping[str, Any] | None = None
+    path: str | Path,
+    model: nn.Module,
+    metadata: Mapping[str, Any] | None = None,
+    base: BaseIdentity | None = None,
 ) -> int:
     """Write the adapter file atomically and return its size in bytes.
 
     The tensors go to a temporary file in the same folder first and then replace `path` in
-    one step, so a run killed mid-write never leaves a truncated adapter behind.
+    one step, so a run killed mid-write never leaves a truncated adapter behind. `base`, the
+    identity of the bare base the adapter was trained on, is recorded for `load_adapter`.
     """
+    metadata = dict(metadata or {})
+    if base is not None:
+        metadata[BASE_IDENTITY_KEY] = base.to_dict()
     return save_safetensors(path, adapter_state_dict(model), metadata)
 
 
@@ -52,14 +65,23 @@ def read_adapter_metadata(path: str | Path) -> dict[str, Any]:
     return _read(path, with_tensors=False)[1]
 
 
-def load_adapter(path: str | Path, model: nn.Module, strict: bool = True) -> dict[str, Any]:
+def load_adapter(
+    path: str | Path,
+    model: nn.Module,
+    strict: bool = True,
+    base: BaseIdentity | None = None,
+    allow_other_base: bool = False,
+) -> dict[str, Any]:
     """Load adapter tensors into a model prepared with the same `apply_adapter` config.
 
     Every key and shape is checked before the first copy, so a mismatch leaves the model as
-    it was. With `strict`, each trainable tensor of the model must be in the file too.
-    Returns the metadata saved with the adapter.
+    it was. With `strict`, each trainable tensor of the model must be in the file too. With
+    `base` (the identity of the bare base `model` was built on), a file trained on another
+    base is refused unless `allow_other_base`. Returns the metadata saved with the adapter.
     """
     tensors, metadata = _read(path, with_tensors=True)
+    if not allow_other_base:
+        check_same_base(metadata.get(BASE_IDENTITY_KEY), base, f"adapter file {path}")
     load_adapter_tensors(model, tensors, path, strict)
     return metadata
 
@@ -125,9 +147,10 @@ def _read(path: str | Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor]
         with safe_open(path, framework="pt") as f:
             tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else {}
             header = f.metadata() or {}
-    except SafetensorError as err:
+        metadata = json.loads(header.get(METADATA_KEY, "{}"))
+    except (SafetensorError, OSError, ValueError) as err:
         raise AdapterConfigError(
             f"adapter file {path} is not a readable safetensors file ({err}); "
             "pass the adapter.safetensors that a LoRA training run wrote."
-        ) from err
-    return tensors, json.loads(header.get(METADATA_KEY, "{}"))
+        ) from None
+    return tensors, metadata

@@ -1,7 +1,9 @@
 """Pretrained backbone files: `make pretrain` saves one, every fine-tuning run loads it.
 
 A backbone file is a safetensors copy of `model.state_dict()` with the pretraining run's
-settings as JSON metadata, so a reader can tell which `model.*` config it needs.
+settings as JSON metadata, so a reader can tell which `model.*` config it needs. Adapters
+trained on a backbone file are only valid on exactly those weights, so an existing file is
+never replaced unless the run says `overwrite=true` (`check_backbone_target`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,37 @@ from loralab.io import read_safetensors_metadata, save_safetensors
 
 log = logging.getLogger(__name__)
 
-SAME_SETTINGS = (
-    "build the model with the same model.* settings as the pretraining run, "
-    "or re-run `make pretrain`"
-)
+# the backbone files the Makefile writes, and the target that writes each
+MAKE_TARGETS = {
+    "tiny_encoder.safetensors": "make pretrain",
+    "tiny_gpt.safetensors": "make pretrain-charlm",
+}
+
+
+def remake_advice(path: str | os.PathLike) -> str | None:
+    """`make pretrain` (or -charlm) for a file the Makefile writes; None for the user's own."""
+    path = Path(path)
+    target = MAKE_TARGETS.get(path.name)
+    return f"`{target}`" if target and path.parent.name == "checkpoints" else None
+
+
+def same_settings(path: str | os.PathLike) -> str:
+    """The fix for a backbone file that does not fit the model built from the config."""
+    fix = "build the model with the same model.* settings as the run that saved the file"
+    remake = remake_advice(path)
+    return f"{fix}, or re-run {remake}" if remake else f"{fix}, or point model.checkpoint elsewhere"
+
+
+def check_backbone_target(path: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to replace an existing backbone file unless `overwrite`: adapters trained on it
+    would silently compute something else on the new weights."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BackboneCheckpointError(
+            f"save_backbone: {path} exists already, and adapters trained on it are only valid "
+            "on those weights; pass overwrite=true to replace it (make pretrain "
+            "ARGS=overwrite=true), or save_backbone=<a new path>."
+        )
 
 
 def save_backbone(
@@ -36,26 +65,35 @@ def save_backbone(
     return save_safetensors(path, tensors, metadata)
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+def read_metadata(path: str | os.PathLike, key: str = "model.checkpoint") -> dict[str, Any]:
     """The metadata a backbone file was saved with (e.g. the pretraining `model` config)."""
-    return read_safetensors_metadata(path)
+    try:
+        return read_safetensors_metadata(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BackboneCheckpointError(
+            f"{key}: {path} is not a readable safetensors file ({error}); pass a backbone "
+            "file written by `python -m loralab.train` (save_backbone) or `python -m "
+            "loralab.merge`."
+        ) from None
 
 
 def load_backbone(model: nn.Module, path: str | os.PathLike, skip: Sequence[str] = ()) -> nn.Module:
     """Load a backbone file into `model`, leaving weights whose name starts with a `skip`
     prefix (e.g. a new task's `classifier`) as initialised."""
     path = Path(path)
+    remake = remake_advice(path)
     if not path.is_file():
+        fix = f"run {remake} first" if remake else "point model.checkpoint at an existing file"
         raise MissingFileError(
-            f"model.checkpoint: no pretrained backbone at {path}; run `make pretrain` first "
+            f"model.checkpoint: no pretrained backbone at {path}; {fix} "
             "(or set model.checkpoint=null to start from random weights)."
         )
     try:
         saved = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as error:
+        fix = f"re-run {remake}" if remake else "pass a file that `save_backbone` wrote"
         raise BackboneCheckpointError(
-            f"model.checkpoint: {path} is not a readable safetensors file ({error}); "
-            "re-run `make pretrain`."
+            f"model.checkpoint: {path} is not a readable safetensors file ({error}); {fix}."
         ) from None
     prefixes = tuple(skip)
     state = model.state_dict()
@@ -88,7 +126,9 @@ def check_compatible(wanted: Mapping[str, Tensor], saved: Mapping[str, Tensor], 
             )
     if problems:
         more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
-        raise BackboneCheckpointError(f"model.checkpoint: {problems[0]}{more}; {SAME_SETTINGS}.")
+        raise BackboneCheckpointError(
+            f"model.checkpoint: {problems[0]}{more}; {same_settings(path)}."
+        )
 
 
 def shape(t: Tensor) -> tuple[int, ...]:

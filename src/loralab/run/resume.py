@@ -69,7 +69,9 @@ def check_resume_config(ckpt_path: str, cfg: DictConfig) -> None:
     saved = checkpoint.get(CONFIG_KEY)
     if saved is None:
         return  # not written by loralab.train: Lightning's own loading checks the tensors
-    current = to_plain(cfg)
+    # only the groups compared: the rest may hold interpolations (${hydra:...}) that resolve
+    # only once Hydra has started the job, and this check also runs before (run.folder)
+    current = {group: to_plain(cfg.get(group)) for group in MUST_MATCH}
     for group in MUST_MATCH:
         key = first_difference(saved.get(group), current.get(group), group)
         if key:

@@ -23,6 +23,7 @@ from loralab.lora.variants.registry import (
     method_names,
     register_variant,
     unregister_variant,
+    variant_keys,
     variant_named,
     variants_of,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "method_names",
     "register_variant",
     "unregister_variant",
+    "variant_keys",
     "variant_named",
     "variants_of",
 ]

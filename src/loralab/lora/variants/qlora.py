@@ -50,6 +50,7 @@ def quantize_frozen_linears(model: nn.Module, fmt: str, double_quant: bool = Fal
 class QLoRA(Variant):
     name = "qlora"
     key, values = "quant", FORMATS
+    settings = ("double_quant",)
     changes_base = True  # the shared base would be stored quantized
 
     def validate(self, adapter: Mapping[str, Any]) -> None:

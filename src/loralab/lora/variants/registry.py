@@ -1,7 +1,8 @@
 """The variant registry: every LoRA variant declared in one place, asked by everything else.
 
 A `Variant` is turned on by one adapter config key (`name: dora`, `scaling: rs`, `init: pissa`,
-`quant: nf4`, ...) and declares what it changes:
+`quant: nf4`, ...), may read further keys of its own (`settings`: QLoRA's `double_quant`), and
+declares what it changes:
 
 - `layer`: the layer class it wraps a base in (one per run: `adapter.name` picks it);
 - `layer_types`: the layer types it supports (None: every registered `LayerType`), so a
@@ -50,6 +51,8 @@ class Variant:
     name: str = "variant"
     key: str = "name"
     values: tuple[Any, ...] = ()
+    # further adapter config keys it reads: part of the closed adapter schema
+    settings: tuple[str, ...] = ()
     layer: type[LoRALayer] | None = None
     layer_types: tuple[str, ...] | None = None
     changes_base: bool = False
@@ -152,6 +155,11 @@ def allowed_values() -> dict[str, tuple[Any, ...]]:
         if variant.key != "name":
             allowed[variant.key] = allowed.get(variant.key, ()) + tuple(variant.values)
     return allowed
+
+
+def variant_keys() -> set[str]:
+    """Every adapter config key a registered variant reads."""
+    return {key for v in VARIANTS for key in (v.key, *v.settings)}
 
 
 def layer_class(active: Iterable[Variant]) -> type[LoRALayer]:
