@@ -1,0 +1,57 @@
+"""How the report writes a number with its uncertainty: '92.9 ± 0.8%', '+0.4 points (95% CI
+-1.1 to +1.9)'. Accuracies are stored as fractions and shown in percent; differences of
+accuracies are already in points."""
+
+from __future__ import annotations
+
+from loralab.report.stats import CONFIDENCE, Estimate
+
+
+def fmt_value(value: float | None, percent: bool) -> str:
+    """A stored value: 0.929 -> '92.9%' (accuracy), 1.4231 -> '1.42' (perplexity)."""
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%" if percent else f"{value:.3g}"
+
+
+def fmt_estimate(estimate: Estimate | None, percent: bool) -> str:
+    """Mean ± half-width of its interval: '92.9 ± 0.8%', '1.42 ± 0.031'; one value: '92.9%'."""
+    if estimate is None:
+        return "–"
+    if not estimate.has_interval:
+        return fmt_value(estimate.mean, percent)
+    if percent:
+        return f"{100 * estimate.mean:.1f} ± {100 * estimate.half_width:.1f}%"
+    return f"{estimate.mean:.3g} ± {estimate.half_width:.2g}"
+
+
+def fmt_signed(value: float, points: bool) -> str:
+    """A difference already in its units: '+0.4' (accuracy points), '-0.031' (perplexity)."""
+    return f"{value:+.1f}" if points else f"{value:+.2g}"
+
+
+def fmt_interval(estimate: Estimate, points: bool) -> str:
+    """'95% CI -1.1 to +1.9' of a difference; '' when there is no interval (one pair)."""
+    if not estimate.has_interval:
+        return ""
+    level = f"{100 * CONFIDENCE:.0f}%"
+    return f"{level} CI {fmt_signed(estimate.low, points)} to {fmt_signed(estimate.high, points)}"
+
+
+def fmt_difference(estimate: Estimate, points: bool, unit: str) -> str:
+    """'+0.4 points (95% CI -1.1 to +1.9, 3 seeds)', or '+0.4 points (1 seed, no interval)'."""
+    mean = f"{fmt_signed(estimate.mean, points)} {unit}"
+    if not estimate.has_interval:
+        return f"{mean} (1 seed, no interval)"
+    return f"{mean} ({fmt_interval(estimate, points)}, {estimate.n} seeds)"
+
+
+def fmt_change(estimate: Estimate | None, points: bool) -> str:
+    """A change already in its units (points, perplexity): '12.3 ± 1.1', one value: '0.82'."""
+    if estimate is None:
+        return "–"
+    if points:
+        mean, half = f"{estimate.mean:.1f}", f"{estimate.half_width or 0:.1f}"
+    else:
+        mean, half = f"{estimate.mean:.3g}", f"{estimate.half_width or 0:.2g}"
+    return f"{mean} ± {half}" if estimate.has_interval else mean
