@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loralab.errors import MissingFileError
-from loralab.report import plots, rank_plots
+from loralab.report import cost_plots, plots, rank_plots
 from loralab.report.collect import collect_runs
 from loralab.report.findings import findings
 from loralab.report.markdown import energy_table, failed_table, run_table, subspace_table
@@ -143,8 +143,13 @@ def _figure_sections(sweep: Sweep) -> list[str]:
             "(`python -m loralab.report SWEEP_DIR` runs the probe unless `--no-probe`)._"
         )
     parts += [
-        _image("step time and memory", plots.resources(points, sweep.speed, d / "resources.png")),
-        _image("trainable parameters", plots.trainable_params(points, d / "trainable_params.png")),
+        _image(
+            "step time and memory",
+            cost_plots.resources(points, sweep.speed, d / "resources.png"),
+        ),
+        _image(
+            "trainable parameters", cost_plots.trainable_params(points, d / "trainable_params.png")
+        ),
     ]
     forgetting = sweep.forgetting
     if forgetting:

@@ -12,39 +12,30 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from loralab.report.collect import Run
 from loralab.report.compare import Comparison
-from loralab.report.forgetting import Forgetting
+from loralab.report.forgetting import forgetting_sentences
 from loralab.report.numbers import (
-    fmt_change,
+    fmt_comparisons,
     fmt_difference,
     fmt_estimate,
+    fmt_names,
     fmt_signed,
     fmt_value,
+    over_seeds,
 )
 from loralab.report.points import Point
 from loralab.report.quality import Quality
 from loralab.report.ranks import RankAnalysis
+from loralab.report.speed import cost_sentences
 from loralab.report.stats import wilson_interval
 from loralab.report.sweep import Sweep
 
-# the LoRA point the cost sentence describes: the one whose rank is nearest this
-TYPICAL_RANK = 8
 SEEDS_HINT = "`seed=1,2,3` on the command line, or `hydra.sweeper.seeds=[1,2,3]`"
 
 
 def _pct(point: Point) -> str:
     value = point.first.summary.trainable_percent
     return f"{value:.2g}%" if isinstance(value, int | float) else "an unknown share"
-
-
-def _over(n: int) -> str:
-    return f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed"
-
-
-def _names(comparisons: Sequence[Comparison]) -> str:
-    names = [c.point.label for c in comparisons]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def quality_sentences(sweep: Sweep) -> list[str]:
@@ -57,7 +48,7 @@ def quality_sentences(sweep: Sweep) -> list[str]:
         est = full.estimate(q.test_value)
         sentences.append(
             f"Full fine-tuning reaches {fmt_estimate(est, q.percent)} test {q.name} "
-            f"({_over(est.n)}), training all {full.first.summary.trainable_params:,} parameters."
+            f"({over_seeds(est.n)}), training all {full.first.summary.trainable_params:,} parameters."
         )
     for point in (p for p in scored if p.untrained):
         est = point.estimate(q.test_value)
@@ -85,11 +76,19 @@ def verdict_sentences(comparisons: Sequence[Comparison], quality: Quality) -> li
     judged = [c for c in comparisons if c.verdict and c.point.is_adapter]
     sentences = []
     for word in ("better", "worse"):
-        for c in (c for c in judged if c.verdict == word):
+        group = [c for c in judged if c.verdict == word]
+        if len(group) == 1:
+            c = group[0]
             sentences.append(
                 f"{c.point.label} is {word} than full fine-tuning: "
                 f"{fmt_difference(c.difference, quality.percent, unit)} test {quality.name}, "
                 "paired by seed."
+            )
+        elif group:
+            sentences.append(
+                f"{fmt_names([c.point.label for c in group])} are {word} than full "
+                f"fine-tuning, paired by seed (test {quality.name} difference in {unit}: "
+                f"{fmt_comparisons(group, quality.percent)})."
             )
     noise = [c for c in judged if c.verdict == "within noise"]
     if noise:
@@ -101,11 +100,13 @@ def verdict_sentences(comparisons: Sequence[Comparison], quality: Quality) -> li
             f"{fmt_signed(max(means), quality.percent)} {unit}"
         )
         sentences.append(
-            f"{_names(noise)} {'is' if len(noise) == 1 else 'are'} within noise of full "
-            f"fine-tuning: the 95% CI of each difference, paired by seed, holds 0 (mean "
-            f"difference {spread})."
+            f"{fmt_names([c.point.label for c in noise])} "
+            f"{'is' if len(noise) == 1 else 'are'} within noise of full fine-tuning: the 95% "
+            f"CI of each difference, paired by seed, holds 0 (mean difference {spread})."
         )
-        cheapest = min(noise, key=lambda c: c.point.first.summary.trainable_params or 0)
+    not_worse = [c for c in judged if c.verdict in ("within noise", "better")]
+    if not_worse:
+        cheapest = min(not_worse, key=lambda c: c.point.first.summary.trainable_params or 0)
         sentences.append(
             f"The cheapest LoRA point not shown worse than full fine-tuning is "
             f"{cheapest.point.label}, training {_pct(cheapest.point)} of the parameters."
@@ -119,7 +120,7 @@ def single_seed_sentences(sweep: Sweep, quality: Quality) -> list[str]:
     if not unjudged:
         return []
     sentences = [
-        f"{_names(unjudged)} {'has' if len(unjudged) == 1 else 'have'} fewer than two seeds "
+        f"{fmt_names([c.point.label for c in unjudged])} {'has' if len(unjudged) == 1 else 'have'} fewer than two seeds "
         "paired with full fine-tuning, so nothing measures how much the gap would move with "
         "another seed, and the gap is no finding yet."
     ]
@@ -147,116 +148,6 @@ def wilson_text(point: Point, quality: Quality) -> str | None:
         f"{point.label}: {fmt_value(accuracy, True)} on {n:,} examples, "
         f"{100 * low:.1f}-{100 * high:.1f}%"
     )
-
-
-def typical_lora(points: Sequence[Point]) -> Point | None:
-    ranked = [p for p in points if p.is_adapter and isinstance(p.first.summary.rank, int)]
-    return min(ranked, key=lambda p: abs(p.first.summary.rank - TYPICAL_RANK), default=None)
-
-
-def cost_sentences(sweep: Sweep) -> list[str]:
-    """Step time and memory of a typical LoRA point against full: the probe's, then per run."""
-    full, lora = sweep.reference, typical_lora(sweep.points)
-    if not (full and lora):
-        return []
-    sentences = []
-    speed = sweep.speed
-    probed = (speed.get(lora), speed.get(full)) if speed else (None, None)
-    if all(probed):
-        a, b = probed
-        sentences.append(
-            f"In the interleaved probe (every point's training step timed in turns in one "
-            f"process, so machine load hits all alike), {lora.label} takes {a.step_ms:.1f} ms "
-            f"per training step against {b.step_ms:.1f} ms for full fine-tuning "
-            f"(x{a.step_ms / b.step_ms:.2f}), and its step holds "
-            f"{a.memory_bytes / 2**20:.1f} MiB of weights, gradients, optimizer state and "
-            f"activations against {b.memory_bytes / 2**20:.1f} MiB "
-            f"(x{a.memory_bytes / b.memory_bytes:.2f})."
-        )
-    per_run = [p.estimate(step_time) for p in (lora, full)]
-    if all(per_run):
-        label = "Timed per run instead" if all(probed) else "Timed per run"
-        sentences.append(
-            f"{label}, one run after another on whatever load the machine had, the mean step "
-            f"times were {per_run[0].mean:.1f} and {per_run[1].mean:.1f} ms."
-        )
-    inversion = ranking_inversion(sweep)
-    if inversion:
-        slow, fast = inversion
-        sentences.append(
-            f"Per run, {slow.label} looks slower than {fast.label}; the probe, which times "
-            "them side by side, finds the opposite, so the per-run ranking is an artefact of "
-            "machine load."
-        )
-    state = [p.estimate(lambda r: r.summary.train_state_mib) for p in (lora, full)]
-    if all(state):
-        sentences.append(
-            f"Weights, gradients and optimizer state take {state[0].mean:.1f} MiB against "
-            f"{state[1].mean:.1f} MiB (x{state[0].mean / state[1].mean:.2f})."
-        )
-    return sentences
-
-
-def step_time(run: Run) -> float | None:
-    """A run's own mean step time, timed while it trained."""
-    return run.summary.step_time_ms
-
-
-def ranking_inversion(sweep: Sweep) -> tuple[Point, Point] | None:
-    """Two points the per-run step times order one way and the probe the other, if any."""
-    if sweep.speed is None:
-        return None
-    timed = []
-    for point in sweep.points:
-        probed, per_run = sweep.speed.get(point), point.estimate(step_time)
-        if probed and per_run:
-            timed.append((point, per_run.mean, probed.step_ms))
-    for a, run_a, probe_a in timed:
-        for b, run_b, probe_b in timed:
-            # clear both ways: 10% apart per run, and 10% apart the other way in the probe
-            if run_a > 1.1 * run_b and probe_b > 1.1 * probe_a:
-                return a, b
-    return None
-
-
-def forgetting_sentences(forgetting: Forgetting | None) -> list[str]:
-    """How much full fine-tuning and LoRA lost on the source, and which forgot less."""
-    if forgetting is None:
-        return []
-    metric = forgetting.metric
-    source = forgetting.source or metric.key
-    full = next((c.reference for c in forgetting.comparisons), None)
-    sentences = []
-    if full:
-        est = full.estimate(metric.change)
-        sentences.append(
-            f"On the source task ({source}), full fine-tuning loses "
-            f"{fmt_change(est, metric.percent)} {metric.unit} ({_over(est.n)})."
-        )
-    for word, verb in (("better", "forgets less"), ("worse", "forgets more")):
-        chosen = [c for c in forgetting.comparisons if c.verdict == word]
-        for c in chosen:
-            sentences.append(
-                f"{c.point.label} {verb} than full fine-tuning: its loss minus full "
-                f"fine-tuning's is {fmt_difference(c.difference, metric.percent, metric.unit)}, "
-                "paired by seed."
-            )
-    noise = [c for c in forgetting.comparisons if c.verdict == "within noise"]
-    if noise:
-        sentences.append(
-            f"{_names(noise)} {'forgets' if len(noise) == 1 else 'forget'} as much as full "
-            "fine-tuning within noise (each paired 95% CI holds 0)."
-        )
-    if any(c.verdict is None for c in forgetting.comparisons):
-        sentences.append("With one seed the forgetting has no interval; more seeds would tell.")
-    measured = [p for p in forgetting.points if p.estimate(metric.change)]
-    if len(measured) > 1:
-        least = min(measured, key=lambda p: p.estimate(metric.change).mean)
-        sentences.append(
-            f"{least.label} forgets least: "
-            f"{fmt_change(least.estimate(metric.change), metric.percent)} {metric.unit}."
-        )
-    return sentences
 
 
 def rank_sentences(analysis: RankAnalysis) -> list[str]:
@@ -303,7 +194,7 @@ def findings(sweep: Sweep) -> str:
     """One paragraph: quality against full FT, cost, forgetting, rank analysis, failures."""
     parts = [
         *quality_sentences(sweep),
-        *cost_sentences(sweep),
+        *cost_sentences(sweep.points, sweep.reference, sweep.speed),
         *forgetting_sentences(sweep.forgetting),
         *rank_sentences(sweep.ranks),
         failure_sentence(sweep),

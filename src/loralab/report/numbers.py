@@ -4,6 +4,8 @@ accuracies are already in points."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from loralab.report.stats import CONFIDENCE, Estimate
 
 
@@ -55,3 +57,26 @@ def fmt_change(estimate: Estimate | None, points: bool) -> str:
     else:
         mean, half = f"{estimate.mean:.3g}", f"{estimate.half_width or 0:.2g}"
     return f"{mean} ± {half}" if estimate.has_interval else mean
+
+
+def over_seeds(n: int) -> str:
+    """What a mean ± interval is over: 'mean ± 95% CI over 3 seeds', or 'one seed'."""
+    return f"mean ± 95% CI over {n} seeds" if n > 1 else "one seed"
+
+
+def fmt_names(names: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def fmt_comparisons(comparisons: Sequence, points: bool) -> str:  # of report.compare.Comparison
+    """'lora_r1 -2.3 [-3.1, -1.5]; lora_r2 -1.9 [-2.8, -1.0]': each mean and its 95% CI."""
+    parts = []
+    for c in comparisons:
+        d = c.difference
+        interval = f" [{fmt_signed(d.low, points)}, {fmt_signed(d.high, points)}]"
+        parts.append(
+            f"{c.point.label} {fmt_signed(d.mean, points)}{interval if d.has_interval else ''}"
+        )
+    return "; ".join(parts)

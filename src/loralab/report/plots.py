@@ -2,13 +2,13 @@
 
 A point is drawn as the mean over its seeds with its 95% confidence interval: error bars on
 a marker, a band around a curve. Each function draws one figure, writes it to `path` and
-returns the path, or returns None when the sweep has nothing to draw. The rank analysis's
-figures are in `rank_plots.py`.
+returns the path, or returns None when the sweep has nothing to draw. The cost figures are
+in `cost_plots.py`, the rank analysis's in `rank_plots.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +20,6 @@ from loralab.report.collect import Curve, Run  # noqa: E402
 from loralab.report.forgetting import Forgetting, learning  # noqa: E402
 from loralab.report.points import Point  # noqa: E402
 from loralab.report.quality import Quality  # noqa: E402
-from loralab.report.speed import SpeedProbe  # noqa: E402
 from loralab.report.stats import Estimate, estimate  # noqa: E402
 
 FULL_COLOR = "black"
@@ -31,7 +30,7 @@ SMOOTHING = 0.6
 BAND = "shaded: 95% CI over seeds"
 
 
-def _colors(points: Sequence[Point]) -> dict[str, str]:
+def point_colors(points: Sequence[Point]) -> dict[str, str]:
     """One colour per point, the same in every figure; full fine-tuning is black."""
     palette = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
     colors, i = {}, 0
@@ -55,14 +54,14 @@ def smooth(values: Sequence[float], weight: float) -> list[float]:
     return out
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _err(est: Estimate | None, scale: float = 1.0) -> float:
+def error_bar(est: Estimate | None, scale: float = 1.0) -> float:
     """An error bar's half-length: the interval's half-width, 0 without an interval."""
     return scale * est.half_width if est is not None and est.has_interval else 0.0
 
@@ -100,7 +99,7 @@ def curves(points: Sequence[Point], quality: Quality, path: Path) -> Path | None
     drawn = [p for p in points if any(r.curves for r in p.runs)]
     if not drawn:
         return None
-    colors = _colors(points)
+    colors = point_colors(points)
     fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
     scale = 100 if quality.percent else 1
     any_loss = False
@@ -126,7 +125,7 @@ def curves(points: Sequence[Point], quality: Quality, path: Path) -> Path | None
     for ax in (ax_val, ax_loss):
         ax.grid(alpha=0.3)
     ax_val.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def quality_vs_params(points: Sequence[Point], quality: Quality, path: Path) -> Path | None:
@@ -141,13 +140,15 @@ def quality_vs_params(points: Sequence[Point], quality: Quality, path: Path) -> 
         est = point.estimate(quality.test_value)
         x, y = point.first.summary.trainable_params, scale * est.mean
         label = "LoRA points (bars: 95% CI over seeds)" if i == 0 else None
-        ax.errorbar([x], [y], yerr=[_err(est, scale)], fmt="o", color="C0", capsize=3, label=label)
+        ax.errorbar(
+            [x], [y], yerr=[error_bar(est, scale)], fmt="o", color="C0", capsize=3, label=label
+        )
         # labels alternate above and below, so neighbours at one height stay readable
         offset = (4, 5) if i % 2 == 0 else (4, -11)
         ax.annotate(point.label, (x, y), fontsize=7, xytext=offset, textcoords="offset points")
     for i, point in enumerate(p for p in scored if p.is_full and p.first.summary.trainable_params):
         est = point.estimate(quality.test_value)
-        y, err = scale * est.mean, _err(est, scale)
+        y, err = scale * est.mean, error_bar(est, scale)
         x = point.first.summary.trainable_params
         ax.errorbar(
             [x],
@@ -179,10 +180,10 @@ def quality_vs_params(points: Sequence[Point], quality: Quality, path: Path) -> 
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _bars(
+def draw_bars(
     ax: plt.Axes,
     points: Sequence[Point],
     values: Sequence[float],
@@ -202,91 +203,13 @@ def _bars(
     ax.grid(alpha=0.3, axis="y")
 
 
-def trainable_params(points: Sequence[Point], path: Path) -> Path | None:
-    drawn = [p for p in points if p.completed and not p.untrained]
-    drawn = [p for p in drawn if p.first.summary.trainable_params]
-    if not drawn:
-        return None
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(drawn) + 2), 4.5))
-    _bars(ax, drawn, [p.first.summary.trainable_params for p in drawn], _colors(points))
-    ax.set(
-        yscale="log",
-        title="Trainable parameters per point (log scale)",
-        ylabel="trainable parameters",
-    )
-    return _save(fig, path)
-
-
-def resources(points: Sequence[Point], speed: SpeedProbe | None, path: Path) -> Path | None:
-    """The probe's step time and memory beside the per-run step time (labelled as such)."""
-    drawn = [p for p in points if p.completed and not p.untrained]
-    probed = [p for p in drawn if speed and speed.get(p)]
-    per_run = [p for p in drawn if p.estimate(_step_time)]
-    if not probed and not per_run:
-        return None
-    colors = _colors(points)
-    panels: list[Callable[[plt.Axes], None]] = []
-    if probed:
-        panels.append(lambda ax: _probe_time(ax, probed, speed, colors))
-    if per_run:
-        panels.append(lambda ax: _per_run_time(ax, per_run, colors))
-    if probed:
-        panels.append(lambda ax: _probe_memory(ax, probed, speed))
-    width = max(5 * len(panels), 1.6 * len(drawn) + 2)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.8), squeeze=False)
-    for ax, draw in zip(axes[0], panels, strict=True):
-        draw(ax)
-    return _save(fig, path)
-
-
-def _step_time(run: Run) -> float | None:
-    return run.summary.step_time_ms
-
-
-def _probe_time(ax: plt.Axes, points: list[Point], speed: SpeedProbe, colors: dict) -> None:
-    values = [speed.get(p).step_ms for p in points]
-    spread = [(max(speed.get(p).rounds_ms) - min(speed.get(p).rounds_ms)) / 2 for p in points]
-    _bars(ax, points, values, colors, spread)
-    ax.set(
-        title="Training step, interleaved probe\n(bars: half the spread of its rounds)",
-        ylabel="ms per step",
-    )
-
-
-def _per_run_time(ax: plt.Axes, points: list[Point], colors: dict) -> None:
-    ests = [p.estimate(_step_time) for p in points]
-    _bars(ax, points, [e.mean for e in ests], colors, [_err(e) for e in ests])
-    ax.set(
-        title="Training step, per run, one run after another\n(machine load included; "
-        "bars: 95% CI)",
-        ylabel="ms per step",
-    )
-
-
-def _probe_memory(ax: plt.Axes, points: list[Point], speed: SpeedProbe) -> None:
-    parts = ("parameters", "gradients", "optimizer_state", "activations")
-    bottom = [0.0] * len(points)
-    for i, part in enumerate(parts):
-        values = [getattr(speed.get(p), part) / 2**20 for p in points]
-        ax.bar(
-            range(len(points)), values, bottom=bottom, color=f"C{i}", label=part.replace("_", " ")
-        )
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_xticks(
-        range(len(points)), [p.label for p in points], rotation=35, ha="right", fontsize=8
-    )
-    ax.set(title="Training step memory, probe (exact tensor bytes)", ylabel="MiB")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
-
-
 def learning_vs_forgetting(forgetting: Forgetting, quality: Quality, path: Path) -> Path | None:
     """Gain on the target against loss on the source: each run a dot, each point its mean."""
     gain, lost = learning(quality), forgetting.metric.change
     drawn = [p for p in forgetting.points if p.estimate(gain) and p.estimate(lost)]
     if not drawn:
         return None
-    colors = _colors(forgetting.points)
+    colors = point_colors(forgetting.points)
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     for point in drawn:
         color = colors[point.label]
@@ -296,8 +219,8 @@ def learning_vs_forgetting(forgetting: Forgetting, quality: Quality, path: Path)
         ax.errorbar(
             [x.mean],
             [y.mean],
-            xerr=[_err(x)],
-            yerr=[_err(y)],
+            xerr=[error_bar(x)],
+            yerr=[error_bar(y)],
             color=color,
             capsize=3,
             fmt="*" if point.is_full else "o",
@@ -315,4 +238,4 @@ def learning_vs_forgetting(forgetting: Forgetting, quality: Quality, path: Path)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
