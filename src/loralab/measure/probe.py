@@ -5,8 +5,10 @@ does then; on a shared machine a run that met a busy minute looks slow, and a sp
 built from those numbers can come out backwards. The probe rebuilds each point's run from
 its stored config (`run.builder.build_run`), takes one batch of its training data, and
 times its training step (forward, backward, optimizer step) round-robin: a few steps of
-every point, then again, for a few rounds. A slow spell then hits every point alike; each
-point's figure is the median over rounds of the round's median step.
+every point, then again, for a few rounds. A slow spell then hits every point alike. Each
+point's figure is its fastest step: other processes can only make a step slower, never
+faster, so on a busy machine the fastest of many interleaved steps is the step's own cost
+(the median is given beside it, and on a quiet machine the two agree).
 
 It also counts each point's step memory exactly (weights, gradients, optimizer state and
 saved activations; `measure_step_memory`), which a process's resident memory cannot tell.
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from loralab.errors import MissingFileError
+from loralab.errors import MissingFileError, user_error_in
 from loralab.measure.step import StepMemory, measure_step_memory
 from loralab.run.builder import Run, build_run, read_checkpoint, run_config_of
 from loralab.tasks.optim import scaled_optimizer, trainable_parameters
@@ -45,8 +47,9 @@ HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 class StepProbe:
     """One point's training step as the probe measured it."""
 
-    step_ms: float  # the median over rounds of each round's median step
-    rounds_ms: list[float]
+    step_ms: float  # the fastest timed step: the step's own cost, whatever the machine's load
+    median_ms: float  # the median of all timed steps
+    rounds_ms: list[float]  # each round's median step
     # bytes alive at the step's peak: weights, gradients, optimizer state, saved activations
     parameters: int
     gradients: int
@@ -124,9 +127,9 @@ class TrainingStep:
 
 def timed_rounds(
     steps: Mapping[str, Callable[[], None]], rounds: int, steps_per_round: int
-) -> dict[str, list[float]]:
-    """Each round, every contender's median step (s) over `steps_per_round`, in turns."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
+) -> dict[str, list[list[float]]]:
+    """Every contender's step times (s), `steps_per_round` at its turn, round after round."""
+    times: dict[str, list[list[float]]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             samples = []
@@ -134,8 +137,14 @@ def timed_rounds(
                 start = time.perf_counter()
                 step()
                 samples.append(time.perf_counter() - start)
-            times[name].append(statistics.median(samples))
+            times[name].append(samples)
     return times
+
+
+def error_sentence(error: BaseException) -> str:
+    """The one line that says why: the user error inside Hydra's wrapping, if there is one."""
+    shown = user_error_in(error) or error
+    return f"{type(shown).__name__}: {shown}".splitlines()[0][:240]
 
 
 def probe(
@@ -157,15 +166,17 @@ def probe(
                 step()
             steps[name] = step
         except Exception as error:  # noqa: BLE001 - one point that cannot be rebuilt is reported
-            errors[name] = f"{type(error).__name__}: {error}".splitlines()[0][:240]
+            errors[name] = error_sentence(error)
             log.warning("the probe skips %s: %s", name, errors[name])
     times = timed_rounds(steps, rounds, steps_per_round)
     results = {}
     for name, step in steps.items():
         memory = memories[name]
+        every = [t for round_times in times[name] for t in round_times]
         results[name] = StepProbe(
-            step_ms=1000 * statistics.median(times[name]),
-            rounds_ms=[1000 * t for t in times[name]],
+            step_ms=1000 * min(every),
+            median_ms=1000 * statistics.median(every),
+            rounds_ms=[1000 * statistics.median(r) for r in times[name]],
             parameters=memory.parameters,
             gradients=memory.gradients,
             optimizer_state=memory.optimizer_state,

@@ -56,13 +56,21 @@ def _step_time(run: Run) -> float | None:
 
 
 def _probe_time(ax: plt.Axes, points: list[Point], speed: SpeedProbe, colors: dict) -> None:
-    values = [speed.get(p).step_ms for p in points]
-    spread = [(max(speed.get(p).rounds_ms) - min(speed.get(p).rounds_ms)) / 2 for p in points]
-    draw_bars(ax, points, values, colors, spread)
+    draw_bars(ax, points, [speed.get(p).step_ms for p in points], colors)
+    ax.scatter(
+        range(len(points)),
+        [speed.get(p).median_ms for p in points],
+        marker="_",
+        s=200,
+        color="black",
+        zorder=3,
+        label="median step",
+    )
     ax.set(
-        title="Training step, interleaved probe\n(bars: half the spread of its rounds)",
+        title="Training step, interleaved probe\n(bars: fastest step; dash: median)",
         ylabel="ms per step",
     )
+    ax.legend(fontsize=7)
 
 
 def _per_run_time(ax: plt.Axes, points: list[Point], colors: dict) -> None:

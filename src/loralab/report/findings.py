@@ -104,6 +104,14 @@ def verdict_sentences(comparisons: Sequence[Comparison], quality: Quality) -> li
             f"{'is' if len(noise) == 1 else 'are'} within noise of full fine-tuning: the 95% "
             f"CI of each difference, paired by seed, holds 0 (mean difference {spread})."
         )
+    decided = [c for c in judged if c.verdict != "within noise"]
+    if decided and len(judged) >= 3:
+        sentences.append(
+            f"{len(judged)} points are compared with full fine-tuning, each at 95%: about "
+            f"{0.05 * len(judged):.1g} of their intervals would exclude 0 by chance alone, so "
+            "a lone verdict near the edge of its interval is weak evidence; more seeds would "
+            "settle it."
+        )
     not_worse = [c for c in judged if c.verdict in ("within noise", "better")]
     if not_worse:
         cheapest = min(not_worse, key=lambda c: c.point.first.summary.trainable_params or 0)

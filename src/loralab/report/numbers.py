@@ -80,3 +80,11 @@ def fmt_comparisons(comparisons: Sequence, points: bool) -> str:  # of report.co
             f"{c.point.label} {fmt_signed(d.mean, points)}{interval if d.has_interval else ''}"
         )
     return "; ".join(parts)
+
+
+def fmt_plain_estimate(estimate: Estimate | None, digits: int) -> str:
+    """A measured quantity in its own units: '95.8 ± 23.1' (ms), '664 ± 140' (MiB)."""
+    if estimate is None:
+        return "–"
+    mean = f"{estimate.mean:.{digits}f}"
+    return f"{mean} ± {estimate.half_width:.{digits}f}" if estimate.has_interval else mean

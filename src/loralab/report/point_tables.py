@@ -9,7 +9,14 @@ from loralab.callbacks.source_eval import START
 from loralab.report.compare import Comparison
 from loralab.report.forgetting import Forgetting, learning
 from loralab.report.markdown import fmt_bytes, fmt_count, fmt_percent, fmt_plain, fmt_targets, table
-from loralab.report.numbers import fmt_change, fmt_estimate, fmt_interval, fmt_signed, fmt_value
+from loralab.report.numbers import (
+    fmt_change,
+    fmt_estimate,
+    fmt_interval,
+    fmt_plain_estimate,
+    fmt_signed,
+    fmt_value,
+)
 from loralab.report.points import Point
 from loralab.report.quality import Quality
 from loralab.report.stats import wilson_interval
@@ -86,7 +93,7 @@ def speed_table(sweep: Sweep) -> str | None:
             cells += [
                 f"{probed.step_ms:.1f}",
                 f"x{probed.step_ms / full.step_ms:.2f}" if full else "–",
-                f"{min(probed.rounds_ms):.1f}-{max(probed.rounds_ms):.1f}",
+                f"{probed.median_ms:.1f}",
                 f"{probed.memory_bytes / 2**20:.2f}",
                 f"x{probed.memory_bytes / full.memory_bytes:.2f}" if full else "–",
                 " / ".join(
@@ -101,13 +108,13 @@ def speed_table(sweep: Sweep) -> str | None:
             ]
         else:
             cells += [sweep.speed.errors.get(point.label, "not probed"), "", "", "", "", ""]
-        cells += [fmt_change(per_run_time, False), fmt_change(per_run_peak, False)]
+        cells += [fmt_plain_estimate(per_run_time, 1), fmt_plain_estimate(per_run_peak, 0)]
         rows.append(cells)
     header = [
         "point",
         "probe: step (ms)",
         "probe: vs full",
-        "probe: rounds (ms)",
+        "probe: median step (ms)",
         "probe: step memory (MiB)",
         "probe: vs full",
         "probe: weights / grads / optimizer / activations (MiB)",

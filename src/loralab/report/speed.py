@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loralab.io import read_json, write_json
-from loralab.measure.probe import ROUNDS, STEPS_PER_ROUND, StepProbe, probe, run_config
+from loralab.measure.probe import (
+    ROUNDS,
+    STEPS_PER_ROUND,
+    StepProbe,
+    error_sentence,
+    probe,
+    run_config,
+)
 from loralab.report.collect import Run
 from loralab.report.points import Point
 
@@ -90,7 +97,7 @@ def speed_probe(points: Sequence[Point], sweep_dir: Path, mode: str = "auto") ->
         try:
             configs[label] = run_config(run_dir)
         except Exception as error:  # noqa: BLE001 - a point that cannot be rebuilt is reported
-            errors[label] = f"{type(error).__name__}: {error}".splitlines()[0][:240]
+            errors[label] = error_sentence(error)
     log.info("probing the training step of %d points, interleaved", len(configs))
     results, failed = probe(configs)
     result = SpeedProbe(results, {**errors, **failed}, runs)
@@ -126,7 +133,7 @@ def cost_sentences(
         sentences.append(
             f"In the interleaved probe (every point's training step timed in turns in one "
             f"process, so machine load hits all alike), {lora.label} takes {a.step_ms:.1f} ms "
-            f"per training step against {b.step_ms:.1f} ms for full fine-tuning "
+            f"per training step (its fastest) against {b.step_ms:.1f} ms for full fine-tuning "
             f"(x{a.step_ms / b.step_ms:.2f}), and its step holds "
             f"{a.memory_bytes / 2**20:.1f} MiB of weights, gradients, optimizer state and "
             f"activations against {b.memory_bytes / 2**20:.1f} MiB "
