@@ -55,8 +55,9 @@ FORGETTING_NOTE = (
     "split and the base's source task ({source}). *Gain on target* is the test {quality} "
     "after minus before; *forgetting* is the source {metric} lost ({direction}). "
     "*Forgetting - full* is paired by seed: negative = the point forgot less than full "
-    "fine-tuning. The classification source is scored with the base's own head put back on "
-    "the fine-tuned features (the run's new head answers another question)."
+    "fine-tuning. A classifier's source is scored with the base's own head put back on the "
+    "fine-tuned features (its new head answers another question); a language model keeps "
+    "its head."
 )
 RANK_NOTE = (
     "How low-rank is the change fine-tuning makes? For each attention projection, delta W "

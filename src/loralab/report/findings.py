@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from loralab.report.compare import Comparison
 from loralab.report.forgetting import forgetting_sentences
 from loralab.report.numbers import (
+    decimals_for,
     fmt_comparisons,
     fmt_difference,
     fmt_estimate,
@@ -93,12 +94,12 @@ def verdict_sentences(comparisons: Sequence[Comparison], quality: Quality) -> li
     noise = [c for c in judged if c.verdict == "within noise"]
     if noise:
         means = [c.difference.mean for c in noise]
-        spread = (
-            f"{fmt_signed(means[0], quality.percent)} {unit}"
-            if len(means) == 1
-            else f"{fmt_signed(min(means), quality.percent)} to "
-            f"{fmt_signed(max(means), quality.percent)} {unit}"
+        d = decimals_for(max(c.difference.half_width for c in noise))
+        lo, hi = (
+            fmt_signed(min(means), quality.percent, d),
+            fmt_signed(max(means), quality.percent, d),
         )
+        spread = f"{lo} {unit}" if len(means) == 1 else f"{lo} to {hi} {unit}"
         sentences.append(
             f"{fmt_names([c.point.label for c in noise])} "
             f"{'is' if len(noise) == 1 else 'are'} within noise of full fine-tuning: the 95% "

@@ -13,8 +13,8 @@ from loralab.report.numbers import (
     fmt_change,
     fmt_estimate,
     fmt_interval,
+    fmt_mean_difference,
     fmt_plain_estimate,
-    fmt_signed,
     fmt_value,
 )
 from loralab.report.points import Point
@@ -69,7 +69,7 @@ def difference_table(comparisons: Sequence[Comparison], what: str, unit: str, po
             [
                 c.point.label,
                 str(c.pairs),
-                fmt_signed(d.mean, points) if d else "–",
+                fmt_mean_difference(d, points) if d else "–",
                 fmt_interval(d, points) if d and d.has_interval else "– (one pair)",
                 c.verdict or "more seeds would tell",
             ]
@@ -141,7 +141,7 @@ def forgetting_table(forgetting: Forgetting, quality: Quality) -> str:
                 fmt_value(_mean(point, lambda r: r.metric(metric.key + START)), metric.percent),
                 fmt_value(_mean(point, lambda r: r.metric(metric.key)), metric.percent),
                 fmt_change(point.estimate(metric.change), metric.percent),
-                fmt_signed(d.mean, metric.percent) if d else "–",
+                fmt_mean_difference(d, metric.percent) if d else "–",
                 fmt_interval(d, metric.percent) if d and d.has_interval else "–",
                 forgetting_verdict(c),
             ]
