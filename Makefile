@@ -61,12 +61,12 @@ merge: $(INSTALLED) ## fold a run's adapter into its base: make merge CKPT=.../b
 export: $(INSTALLED) ## a run's adapter as a PEFT folder: make export CKPT=.../best.ckpt OUT=peft_folder
 	$(PY) -m loralab.export ckpt_path=$(CKPT) output=$(OUT) $(ARGS)
 
-sweep: $(INSTALLED) $(PRETRAINED) ## run EXP (default rank_sweep) as one sweep, then its report
+sweep: $(INSTALLED) $(PRETRAINED) ## run EXP (default rank_sweep) over its seeds as one sweep, then its report + speed probe
 	@dir=$(or $(SWEEP),logs/$(EXP)/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \
 	$(PY) -m loralab.train -m experiment=$(EXP) hydra.sweep.dir=$$dir $(ARGS) && \
 	$(PY) -m loralab.report $$dir
 
-report: $(INSTALLED) ## write report.md of a sweep: make report [SWEEP=logs/<exp>/multiruns/<time>]
+report: $(INSTALLED) ## report.md (+ speed probe) of a sweep: make report [SWEEP=logs/<exp>/multiruns/<time>]
 	$(PY) -m loralab.report $(SWEEP)
 
 $(CHARLM): configs/model/tiny_gpt.yaml configs/experiment/pretrain_charlm.yaml | $(INSTALLED)
@@ -76,7 +76,7 @@ $(CHARLM): configs/model/tiny_gpt.yaml configs/experiment/pretrain_charlm.yaml |
 pretrain-charlm: $(INSTALLED) ## pretrain TinyGPT on corpus a (checkpoints/tiny_gpt.safetensors + .tokenizer.json; ARGS=overwrite=true replaces them)
 	$(PY) -m loralab.train experiment=pretrain_charlm $(ARGS)
 
-charlm: $(INSTALLED) $(CHARLM) ## TinyGPT on corpus b: base, full, LoRA r=4,16 in one sweep + report (pretrains once)
+charlm: $(INSTALLED) $(CHARLM) ## TinyGPT on corpus b: full, LoRA r=4,16 over 3 seeds in one sweep + report (pretrains once)
 	@dir=$(or $(SWEEP),logs/charlm_lora_vs_full/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \
 	$(PY) -m loralab.train -m experiment=charlm_lora_vs_full hydra.sweep.dir=$$dir $(ARGS) && \
 	$(PY) -m loralab.report $$dir

@@ -107,6 +107,17 @@ def test_lora_fine_tuning_on_corpus_b_lowers_val_perplexity(charlm):
     assert summary["status"] == "completed" and summary["adapter"] == "lora"
 
 
+def test_adapting_to_corpus_b_costs_perplexity_on_corpus_a(charlm):
+    metrics = charlm["metrics"]
+    # source/ppl_start: the pretrained base on corpus a's held-out test region, which it
+    # learned; after a rate-3e-2 LoRA on the play it must read the prose worse
+    assert 1.0 < metrics["source/ppl_start"] < metrics["source/ppl"]
+    # and the target, measured the same way before and after, got better
+    assert metrics["test/ppl"] < metrics["test/ppl_start"]
+    summary = json.loads((charlm["run"] / "summary.json").read_text())
+    assert summary["source"].startswith("corpus a perplexity")
+
+
 def test_validation_samples_reach_tensorboards_text_tab(charlm):
     samples = []
     for events in (charlm["run"] / "tensorboard").glob("*/events.out.tfevents.*"):

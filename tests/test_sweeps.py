@@ -19,6 +19,7 @@ from tests.conftest import TINY, compose_config, run_cli
 from hydra_plugins.loralab_sweeper import optuna_sweeper
 from hydra_plugins.loralab_sweeper.points_sweeper import (
     expand_points,
+    repeat_over_seeds,
     select_points,
 )
 from loralab.lora import apply_adapter, count_parameters
@@ -71,6 +72,43 @@ def test_sweeper_parses_the_command_line_grid_and_batches_jobs():
     assert [len(b) for b in batches] == [3, 1]
     assert batches[0][0] == ["x=1", "seed=1", "debug=limit"]
     assert batches[1][0] == ["x=2", "seed=2", "debug=limit"]
+
+
+def test_seeds_repeat_every_job_seed_by_seed_unless_the_command_line_names_a_seed():
+    jobs = [["adapter=full"], ["adapter.rank=8"]]
+    parse = OverridesParser.create().parse_overrides
+    assert repeat_over_seeds(jobs, [1, 2], parse(["debug=limit"])) == [
+        ["adapter=full", "seed=1"],
+        ["adapter.rank=8", "seed=1"],
+        ["adapter=full", "seed=2"],
+        ["adapter.rank=8", "seed=2"],
+    ]
+    # seed=7 or seed=1,2 on the command line: that is the user's choice of seeds
+    assert repeat_over_seeds(jobs, [1, 2], parse(["seed=7"])) == jobs
+    assert repeat_over_seeds(jobs, [1, 2], parse(["+seed=1,2"])) == jobs
+    assert repeat_over_seeds(jobs, None, parse([])) == jobs
+
+
+def test_sweeper_with_seeds_runs_every_point_per_seed():
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    module = sys.modules["hydra_plugins.loralab_sweeper.points_sweeper"]
+    sweeper = module.PointsSweeper(
+        max_batch_size=None, points={"a": ["x=1"], "b": ["x=2"]}, seeds=[1, 2, 3]
+    )
+    overrides = OverridesParser.create().parse_overrides(["debug=limit"])
+    (jobs,) = sweeper.split_arguments(overrides, None)
+    assert jobs == [[x, "debug=limit", f"seed={s}"] for s in (1, 2, 3) for x in ("x=1", "x=2")]
+
+
+@pytest.mark.parametrize(
+    "experiment", [*SWEEP_EXPERIMENTS, "variants_sweep", "charlm_lora_vs_full"]
+)
+def test_comparison_experiments_repeat_their_points_over_three_seeds(experiment):
+    with hydra.initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = hydra.compose("train", [f"experiment={experiment}"], return_hydra_config=True)
+    assert list(cfg.hydra.sweeper.seeds) == [1, 2, 3]
 
 
 def sweep_points(experiment: str) -> dict[str, list[str]]:
@@ -137,7 +175,7 @@ def summaries(sweep: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_rank_sweep_with_failing_points_gives_a_report_with_every_run(
+def test_rank_sweep_over_two_seeds_with_failing_points_reports_every_run_and_point(
     tmp_path, pretrained_backbone
 ):
     sweep = tmp_path / "sweep"
@@ -146,6 +184,7 @@ def test_rank_sweep_with_failing_points_gives_a_report_with_every_run(
         "-m",
         "experiment=rank_sweep",
         "hydra.sweeper.only=[full,r8,r32,bad_rank,diverges]",
+        "hydra.sweeper.seeds=[1,2]",
         "+hydra.sweeper.points.bad_rank=['adapter.rank=0']",
         # a learning rate this large drives the loss to NaN within a step or two
         "+hydra.sweeper.points.diverges=['adapter.rank=2','adapter.lr=1e30']",
@@ -154,15 +193,32 @@ def test_rank_sweep_with_failing_points_gives_a_report_with_every_run(
         *QUIET,
     )
     runs = summaries(sweep)
-    assert [s["status"] for s in runs] == ["completed"] * 3 + ["failed"] * 2
+    # seed by seed: every point of seed 1, then every point of seed 2
+    assert [s["status"] for s in runs] == (["completed"] * 3 + ["failed"] * 2) * 2
+    assert [s["seed"] for s in runs if s["status"] == "completed"] == [1, 1, 1, 2, 2, 2]
     assert "adapter.rank" in runs[3]["error"] and "NonFiniteLoss" in runs[4]["error"]
+    assert {"source/acc_start", "source/acc", "test/acc_start"} <= set(runs[0]["metrics"])
 
     text = build_report(sweep).read_text()
-    rows = text.split("## Runs")[1].split("\n\n")[1].splitlines()[2:]
-    assert len(rows) == 5 and sum(r.endswith("| failed |") for r in rows) == 2
-    for name in REPORT_PLOTS:
+    rows = text.split("## Runs (every run folder)")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(rows) == 10 and sum(r.endswith("| failed |") for r in rows) == 4
+    # two seeds per point: each LoRA point is paired with full fine-tuning twice
+    differences = text.split("## Against full fine-tuning, paired by seed")[1].split("\n\n")[1]
+    for name in ("lora_r8_a16_qv", "lora_r32_a64_qv"):
+        line = next(r for r in differences.splitlines() if r.startswith(f"| {name} |"))
+        assert line.startswith(f"| {name} | 2 | ") and "95% CI" in line
+    for name in (*REPORT_PLOTS, "learning_vs_forgetting"):
         assert (sweep / f"{name}.png").is_file() and f"]({name}.png)" in text
+    assert "## Forgetting" in text and "majority_group accuracy" in text
     assert "phi(8, 32)" in text and "| layers.0.attn.q_proj | " in text
+    # the interleaved probe rebuilt the three trained points from their checkpoints
+    probe = json.loads((sweep / "probe.json").read_text())
+    assert set(probe["results"]) == {"full", "lora_r8_a16_qv", "lora_r32_a64_qv"}
+    assert all(
+        r["step_ms"] > 0 and len(r["rounds_ms"]) == probe["rounds"]
+        for r in probe["results"].values()
+    )
+    assert "probe: step (ms)" in text
     assert_hparams_logged(sweep / "0" / "tensorboard" / runs[0]["run_name"])
 
 

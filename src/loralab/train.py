@@ -17,9 +17,10 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from loralab.callbacks import EmbedRunConfig, ResourceMonitor
+from loralab.callbacks.source_eval import SOURCE_PREFIX
 from loralab.io import file_size, to_plain
 from loralab.lora import (
     base_weight_bytes,
@@ -148,7 +149,22 @@ def build_summary(
         checkpoint_path=best_ckpt or None,
         **files,
         base_checkpoint=cfg.model.get("checkpoint"),
+        test_size=split_size(trainer.datamodule, "test"),
+        source=source_name(cfg, metrics),
     )
+
+
+def split_size(datamodule: Any, split: str) -> int | None:
+    """The examples of a split, for data modules that can count them."""
+    size = getattr(datamodule, "split_size", None)
+    return size(split) if callable(size) else None
+
+
+def source_name(cfg: DictConfig, metrics: dict[str, float]) -> str | None:
+    """What the run's source/* metrics measured, in words; None if it measured no source."""
+    if not any(key.startswith(SOURCE_PREFIX) for key in metrics):
+        return None
+    return OmegaConf.select(cfg, "source.name", default=None)
 
 
 main = hydra_entry("train")(train)

@@ -13,6 +13,10 @@ an experiment lists its variants as named points, each a list of overrides
 and every point is combined with every combination of the command-line grid
 (`-m experiment=rank_sweep seed=1,2` gives 2 runs per point). A point's overrides come
 first, so a command-line value of the same key wins.
+
+`seeds: [1, 2, 3]` beside the points repeats the whole sweep once per seed, seed by seed
+(every point of the first seed, then of the next), so a sweep stopped early still holds
+complete comparisons. A `seed` on the command line (`seed=7`, `seed=1,2`) replaces them.
 """
 
 import logging
@@ -29,6 +33,7 @@ from loralab.run.compat import basic_sweeper
 BasicSweeper = basic_sweeper()
 
 log = logging.getLogger(__name__)
+SEED_KEY = "seed"
 
 
 @dataclass
@@ -42,6 +47,8 @@ class PointsSweeperConf:
     points: Dict[str, List[str]] = field(default_factory=dict)  # noqa: UP006
     # run only these points, e.g. hydra.sweeper.only=[full,r8]; null = all
     only: Optional[List[str]] = None  # noqa: UP006, UP045
+    # repeat every job once per seed (seed=<s>); a seed on the command line replaces them
+    seeds: Optional[List[int]] = None  # noqa: UP006, UP045
 
 
 ConfigStore.instance().store(
@@ -73,6 +80,15 @@ def expand_points(
     return [[*overrides, *combination] for overrides in points.values() for combination in grid]
 
 
+def repeat_over_seeds(
+    jobs: Sequence[Sequence[str]], seeds: Sequence[int] | None, command_line: Sequence[Override]
+) -> list[list[str]]:
+    """Every job once per seed, seed by seed; unchanged without seeds or with a command-line seed."""
+    if not seeds or any(o.key_or_group == SEED_KEY for o in command_line):
+        return [list(job) for job in jobs]
+    return [[*job, f"{SEED_KEY}={seed}"] for seed in seeds for job in jobs]
+
+
 class PointsSweeper(BasicSweeper):
     """BasicSweeper whose jobs are `points x grid` instead of the grid alone."""
 
@@ -82,9 +98,11 @@ class PointsSweeper(BasicSweeper):
         params: dict[str, str] | None = None,
         points: Mapping[str, Sequence[str]] | None = None,
         only: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.points = select_points(points or {}, only)
+        self.seeds = list(seeds) if seeds else None
 
     def split_arguments(  # type: ignore[override] - BasicSweeper.sweep calls it on self
         self, overrides: list[Override], max_batch_size: int | None
@@ -92,9 +110,15 @@ class PointsSweeper(BasicSweeper):
         """The jobs in batches of at most `max_batch_size`."""
         (grid,) = BasicSweeper.split_arguments(overrides, None)
         jobs = expand_points(self.points, grid)
+        jobs_per_seed = len(jobs)
+        jobs = repeat_over_seeds(jobs, self.seeds, overrides)
         for name, point in self.points.items():
             log.info("point %s: %s", name, " ".join(point))
         log.info(
-            "%d runs (%d points x %d grid combinations)", len(jobs), len(self.points), len(grid)
+            "%d runs (%d points x %d grid combinations x %d seeds)",
+            len(jobs),
+            len(self.points),
+            len(grid),
+            len(jobs) // max(jobs_per_seed, 1),
         )
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))

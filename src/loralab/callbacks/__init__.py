@@ -6,6 +6,7 @@ from loralab.callbacks.merge_check import MergeCheck
 from loralab.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from loralab.callbacks.resources import ResourceMonitor
 from loralab.callbacks.run_config import EmbedRunConfig
+from loralab.callbacks.source_eval import SourceEvaluation
 from loralab.callbacks.text_samples import TextSamples
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "NonFiniteLossGuard",
     "ResourceMonitor",
     "RestoreDataPosition",
+    "SourceEvaluation",
     "TextSamples",
 ]

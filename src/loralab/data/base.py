@@ -7,7 +7,8 @@ declares what the later stages may read from it, in config interpolations (`${da
 - `num_classes`: the number of labels of a classification task (None for language modelling);
 - `vocab_size`: how many token ids the data emits, which sizes a model's embedding;
 - `tokenizer`: what turns text into those ids and back (None for synthetic ids);
-- `sample_prompt()`: a short text in the style of the data, for sampling (None if it has none).
+- `sample_prompt()`: a short text in the style of the data, for sampling (None if it has none);
+- `split_size(split)`: how many examples a split holds, e.g. the test-set size of an accuracy.
 
 Every batch is a dict: `input_ids`, `attention_mask` (where there is padding) and `labels`.
 `SplitDataModule` implements the loaders once: its subclasses fill `self.splits` in `setup`.
@@ -56,6 +57,11 @@ class SplitDataModule(L.LightningDataModule):
     @property
     def collate_fn(self) -> Callable[[list[Any]], Any] | None:
         return None
+
+    def split_size(self, split: str) -> int | None:
+        """Examples in a built split (None before `setup`): the n of a test accuracy."""
+        dataset = getattr(self, "splits", {}).get(split)
+        return len(dataset) if dataset is not None else None
 
     def loader(self, split: str, shuffle: bool) -> DataLoader:
         return resumable_loader(

@@ -1,16 +1,22 @@
-"""Assemble a sweep's report: collect runs, draw the figures, write report.md beside them."""
+"""Assemble a sweep's report: collect runs, analyse the sweep, write report.md and its figures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from loralab.errors import MissingFileError
-from loralab.report import plots
-from loralab.report.collect import Run, collect_runs
+from loralab.report import cost_plots, plots, rank_plots
+from loralab.report.collect import collect_runs
 from loralab.report.findings import findings
 from loralab.report.markdown import energy_table, failed_table, run_table, subspace_table
-from loralab.report.quality import Quality, choose_quality
-from loralab.report.ranks import RankAnalysis, analyse_runs
+from loralab.report.point_tables import (
+    difference_table,
+    forgetting_table,
+    point_table,
+    speed_table,
+)
+from loralab.report.ranks import RankAnalysis
+from loralab.report.sweep import Sweep, analyse_sweep
 
 REPORT_FILE = "report.md"
 COUNTING_NOTE = (
@@ -19,12 +25,47 @@ COUNTING_NOTE = (
     "which full fine-tuning trains too); % of total is of all the adapted model's "
     "parameters, the adapter's included."
 )
+POINTS_NOTE = (
+    "A point is the set of runs that differ only in their seed. Each cell is the mean over "
+    "the point's seeds ± the half-width of the 95% confidence interval of that mean "
+    "(Student t with n - 1 degrees of freedom: with 3 seeds, 4.30 s / sqrt(3), s the standard "
+    "deviation of the runs); *seeds* is n, and one seed has no interval."
+)
+DIFFERENCE_NOTE = (
+    "For each point and each seed, the point's test {what} minus full fine-tuning's with the "
+    "same seed (same data, same test set), then the mean of those differences and its 95% "
+    "confidence interval. An interval that holds 0 is *within noise*: these seeds cannot tell "
+    "the two apart. Only an interval wholly above or below 0 makes a point better or worse."
+)
+SPEED_NOTE = (
+    "The *probe* columns come from a short interleaved probe run after the sweep "
+    "(`loralab.measure.probe`): each point's run is rebuilt from its stored config and its "
+    "training step (forward, backward, optimizer step on one batch) is timed in turns with "
+    "every other point's, {rounds} rounds of {steps} steps, in one process, so machine load "
+    "hits every point alike. *Step* is the fastest of its timed steps: other processes can "
+    "make a step slower, never faster, so the fastest is the step's own cost (the median is "
+    "beside it; on a quiet machine they agree). Step memory is counted exactly from the "
+    "tensors alive at the step's peak. The *per run* columns are each run's own figures, measured while it "
+    "trained, one run after another (mean ± 95% CI over seeds; peak RSS is the process's "
+    "resident memory, shared by the runs of a sweep): they include whatever else the machine "
+    "was doing, so a speed ranking should be read from the probe."
+)
+FORGETTING_NOTE = (
+    "Every run measured, before its first step and again with its test, the target's test "
+    "split and the base's source task ({source}). *Gain on target* is the test {quality} "
+    "after minus before; *forgetting* is the source {metric} lost ({direction}). "
+    "*Forgetting - full* is paired by seed: negative = the point forgot less than full "
+    "fine-tuning. A classifier's source is scored with the base's own head put back on the "
+    "fine-tuned features (its new head answers another question); a language model keeps "
+    "its head."
+)
 RANK_NOTE = (
     "How low-rank is the change fine-tuning makes? For each attention projection, delta W "
     "is W_finetuned - W_pretrained for full fine-tuning and scaling * B @ A for LoRA (for PiSSA "
     "and DoRA adapters: the merged weight - W_pretrained). The "
     "table gives the smallest rank k whose top-k singular values hold 90% / 99% of "
-    "||delta W||_F^2 (the update's energy); `full rank` is the matrix's own rank limit."
+    "||delta W||_F^2 (the update's energy); `full rank` is the matrix's own rank limit. "
+    "One run per point (its first seed) is analysed."
 )
 SUBSPACE_NOTE = (
     "Do adapters of different ranks learn the same directions? As in the LoRA paper "
@@ -45,44 +86,100 @@ def _image(title: str, path: Path | None) -> str:
     return f"![{title}]({path.name})" if path else f"_{title}: nothing to draw._"
 
 
-def _run_sections(
-    sweep_dir: Path, runs: list[Run], quality: Quality, analysis: RankAnalysis
-) -> list[str]:
-    """Overview, findings, the run table, failures, curves and cost."""
+def _overview(sweep: Sweep) -> str:
+    runs, q = sweep.runs, sweep.quality
     completed = sum(r.completed for r in runs)
-    better = "higher" if quality.higher_is_better else "lower"
+    seeds = sweep.seeds
+    better = "higher" if q.higher_is_better else "lower"
+    seed_text = f"seeds {', '.join(map(str, seeds))}" if seeds else "no seed recorded"
+    return (
+        f"`{sweep.dir}`: {len(runs)} runs in {len(sweep.points)} points ({seed_text}), "
+        f"{completed} completed, {len(runs) - completed} failed. Runs are compared on "
+        f"{q.name} ({q.test}, {better} is better)."
+    )
+
+
+def _quality_sections(sweep: Sweep) -> list[str]:
+    """Overview, findings, the points with intervals and their paired differences."""
+    q = sweep.quality
     parts = [
-        f"# Sweep report: {sweep_title(sweep_dir)}",
-        f"`{sweep_dir}`: {len(runs)} runs, {completed} completed, {len(runs) - completed} "
-        f"failed. Runs are compared on {quality.name} ({quality.test}, {better} is better).",
+        f"# Sweep report: {sweep_title(sweep.dir)}",
+        _overview(sweep),
         "## Findings",
-        findings(runs, quality, analysis),
-        "## Runs",
-        run_table(runs, quality),
+        findings(sweep),
+        "## Points (mean ± 95% CI over seeds)",
+        point_table(sweep),
+        POINTS_NOTE,
         COUNTING_NOTE,
     ]
-    failed = failed_table(runs)
-    if failed:
-        parts += ["### Failed runs", failed]
-    return parts + [
-        "## Training curves",
-        _image(
-            "validation and training curves", plots.curves(runs, quality, sweep_dir / "curves.png")
-        ),
-        f"## Test {quality.name} vs trainable parameters",
+    if sweep.comparisons:
+        unit = "points" if q.percent else q.name
+        parts += [
+            "## Against full fine-tuning, paired by seed",
+            difference_table(sweep.comparisons, f"test {q.name}", unit, q.percent),
+            DIFFERENCE_NOTE.format(what=q.name),
+        ]
+    return parts
+
+
+def _figure_sections(sweep: Sweep) -> list[str]:
+    """Curves, quality against parameters, speed and memory, forgetting."""
+    d, q, points = sweep.dir, sweep.quality, sweep.points
+    parts = [
+        "## Training curves (mean over seeds; band: 95% CI)",
+        _image("validation and training curves", plots.curves(points, q, d / "curves.png")),
+        f"## Test {q.name} vs trainable parameters (bars: 95% CI)",
         _image(
             "quality vs trainable parameters",
-            plots.quality_vs_params(runs, quality, sweep_dir / "quality_vs_params.png"),
+            plots.quality_vs_params(points, q, d / "quality_vs_params.png"),
         ),
-        "## Cost",
+        "## Speed and memory",
+    ]
+    table = speed_table(sweep)
+    if table:
+        speed = sweep.speed
+        parts += [table, SPEED_NOTE.format(rounds=speed.rounds, steps=speed.steps_per_round)]
+    else:
+        parts.append(
+            "_No probe: the figures below are each run's own, measured one run after another "
+            "(`python -m loralab.report SWEEP_DIR` runs the probe unless `--no-probe`)._"
+        )
+    parts += [
         _image(
-            "trainable parameters", plots.trainable_params(runs, sweep_dir / "trainable_params.png")
+            "step time and memory",
+            cost_plots.resources(points, sweep.speed, d / "resources.png"),
         ),
         _image(
-            "peak memory, train state and step time",
-            plots.resources(runs, sweep_dir / "resources.png"),
+            "trainable parameters", cost_plots.trainable_params(points, d / "trainable_params.png")
         ),
     ]
+    forgetting = sweep.forgetting
+    if forgetting:
+        metric = forgetting.metric
+        direction = "points of accuracy" if metric.percent else "rise in perplexity"
+        parts += [
+            "## Forgetting: learning on the target against loss on the source",
+            forgetting_table(forgetting, q),
+            FORGETTING_NOTE.format(
+                source=forgetting.source or metric.key,
+                quality=q.name,
+                metric=metric.name,
+                direction=direction,
+            ),
+            _image(
+                "learning vs forgetting",
+                plots.learning_vs_forgetting(forgetting, q, d / "learning_vs_forgetting.png"),
+            ),
+        ]
+    return parts
+
+
+def _run_sections(sweep: Sweep) -> list[str]:
+    parts = ["## Runs (every run folder)", run_table(sweep.runs, sweep.quality)]
+    failed = failed_table(sweep.runs)
+    if failed:
+        parts += ["### Failed runs", failed]
+    return parts
 
 
 def _rank_sections(sweep_dir: Path, analysis: RankAnalysis) -> list[str]:
@@ -94,9 +191,11 @@ def _rank_sections(sweep_dir: Path, analysis: RankAnalysis) -> list[str]:
         *analysis.notes,
         _image(
             "full fine-tuning spectra",
-            plots.spectra(analysis, "full", sweep_dir / "spectrum_full.png"),
+            rank_plots.spectra(analysis, "full", sweep_dir / "spectrum_full.png"),
         ),
-        _image("LoRA spectra", plots.spectra(analysis, "lora", sweep_dir / "spectrum_lora.png")),
+        _image(
+            "LoRA spectra", rank_plots.spectra(analysis, "lora", sweep_dir / "spectrum_lora.png")
+        ),
     ]
     comparison = analysis.subspace
     if comparison is not None:
@@ -105,13 +204,20 @@ def _rank_sections(sweep_dir: Path, analysis: RankAnalysis) -> list[str]:
             f"r={comparison.large_rank} adapters",
             SUBSPACE_NOTE,
             subspace_table(comparison),
-            _image("subspace similarity", plots.subspace(comparison, sweep_dir / "subspace.png")),
+            _image(
+                "subspace similarity",
+                rank_plots.subspace(comparison, sweep_dir / "subspace.png"),
+            ),
         ]
     return parts
 
 
-def build_report(sweep_dir: str | Path) -> Path:
-    """Write SWEEP_DIR/report.md and its PNGs; return the report's path."""
+def build_report(sweep_dir: str | Path, probe: str = "auto") -> Path:
+    """Write SWEEP_DIR/report.md and its PNGs; return the report's path.
+
+    probe: "auto" reuses SWEEP_DIR/probe.json when it covers the same points, else runs the
+    interleaved speed probe; "always" runs it again; "never" leaves it out.
+    """
     sweep_dir = Path(sweep_dir).resolve()
     runs = collect_runs(sweep_dir)
     if not runs:
@@ -119,9 +225,13 @@ def build_report(sweep_dir: str | Path) -> Path:
             f"SWEEP_DIR: {sweep_dir} holds no run folders; pass the folder of a "
             "`python -m loralab.train -m ...` sweep (logs/<task>/multiruns/<time>/)."
         )
-    quality = choose_quality(runs)
-    analysis = analyse_runs(runs)
+    sweep = analyse_sweep(sweep_dir, runs, probe)
+    parts = [
+        *_quality_sections(sweep),
+        *_figure_sections(sweep),
+        *_run_sections(sweep),
+        *_rank_sections(sweep_dir, sweep.ranks),
+    ]
     report = sweep_dir / REPORT_FILE
-    parts = _run_sections(sweep_dir, runs, quality, analysis) + _rank_sections(sweep_dir, analysis)
     report.write_text("\n\n".join(parts) + "\n")
     return report

@@ -7,12 +7,17 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import ListConfig, OmegaConf
+
 from loralab.errors import MissingFileError
 from loralab.run.summary import SUMMARY_FILE, RunSummary
 
 log = logging.getLogger(__name__)
 
 Curve = list[tuple[int, float]]
+# the override that repeats a point; runs that differ only in it are one point of the sweep
+SEED_KEY = "seed"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 
 
 @dataclass
@@ -22,6 +27,8 @@ class Run:
     dir: Path
     summary: RunSummary
     curves: dict[str, Curve] = field(default_factory=dict)
+    # the job's command-line overrides (Hydra's .hydra/overrides.yaml): key -> value
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def job(self) -> str:
@@ -54,6 +61,14 @@ class Run:
         """LoRA or a variant of it: an adapter trained beside a frozen base."""
         return self.summary.adapter not in (None, "full") and not self.untrained
 
+    @property
+    def seed(self) -> int | str | None:
+        """The run's seed: from its summary, else from its overrides (a run that failed early)."""
+        if self.summary.seed is not None:
+            return self.summary.seed
+        value = self.overrides.get(SEED_KEY)
+        return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
     def metric(self, key: str) -> float | None:
         value = self.summary.metrics.get(key)
         return float(value) if isinstance(value, int | float) else None
@@ -76,17 +91,33 @@ def read_run(run_dir: Path) -> Run:
         summary = RunSummary(error="no summary.json: the run was killed or is running")
     except (json.JSONDecodeError, TypeError, AttributeError) as error:
         summary = RunSummary(error=f"unreadable {SUMMARY_FILE} ({error})")
-    summary.run_name = summary.run_name or _run_name_from_overrides(run_dir)
-    return Run(dir=run_dir, summary=summary, curves=read_curves(run_dir))
+    overrides = read_overrides(run_dir)
+    summary.run_name = summary.run_name or _run_name_from_overrides(overrides)
+    return Run(dir=run_dir, summary=summary, curves=read_curves(run_dir), overrides=overrides)
 
 
-def _run_name_from_overrides(run_dir: Path) -> str | None:
+def read_overrides(run_dir: Path) -> dict[str, str]:
+    """Hydra's record of a job's command-line overrides, as key -> value (the last one wins)."""
+    path = run_dir / OVERRIDES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        lines = OmegaConf.load(path)
+    except Exception as error:  # noqa: BLE001 - an unreadable record costs the grouping only
+        log.warning("cannot read %s: %s", path, error)
+        return {}
+    overrides: dict[str, str] = {}
+    for line in lines if isinstance(lines, ListConfig) else []:
+        key, _, value = str(line).partition("=")
+        key = key.lstrip("+~")
+        if key and not key.startswith("hydra."):
+            overrides[key] = value
+    return overrides
+
+
+def _run_name_from_overrides(overrides: dict[str, str]) -> str | None:
     """Hydra's record of the job's overrides names a run that left no summary."""
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if not overrides.is_file():
-        return None
-    lines = [line.removeprefix("- ").strip() for line in overrides.read_text().splitlines()]
-    return " ".join(line for line in lines if line and not line.startswith("hydra."))[:60] or None
+    return " ".join(f"{k}={v}" for k, v in overrides.items())[:60] or None
 
 
 def collect_runs(sweep_dir: str | Path) -> list[Run]:

@@ -1,116 +1,162 @@
-"""The report's "findings": a short paragraph written from the sweep's numbers."""
+"""The report's "findings": a short paragraph written from the sweep's numbers.
+
+Whether a LoRA point is better than, worse than or level with full fine-tuning is read from
+the 95% interval of their difference paired by seed, never from the gap of one seed: an
+interval that holds 0 is "within noise". With one seed per point there is no such interval;
+the findings then give the test accuracy's binomial (Wilson) interval and say that more
+seeds would tell.
+"""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
 
-from loralab.report.collect import Run
+from loralab.report.compare import Comparison
+from loralab.report.forgetting import forgetting_sentences
+from loralab.report.numbers import (
+    decimals_for,
+    fmt_comparisons,
+    fmt_difference,
+    fmt_estimate,
+    fmt_names,
+    fmt_signed,
+    fmt_value,
+    over_seeds,
+)
+from loralab.report.points import Point
 from loralab.report.quality import Quality
 from loralab.report.ranks import RankAnalysis
+from loralab.report.speed import cost_sentences
+from loralab.report.stats import wilson_interval
+from loralab.report.sweep import Sweep
 
-# "close to full fine-tuning": 2 accuracy points, or 5% of the reference perplexity / loss
-CLOSE_POINTS = 2.0
-CLOSE_RELATIVE = 0.05
-# the issue's claim to check: LoRA from this rank on matches full fine-tuning
-MATCHING_RANK = 4
-
-
-def is_close(quality: Quality, value: float, reference: float) -> bool:
-    limit = CLOSE_POINTS if quality.percent else CLOSE_RELATIVE * abs(reference)
-    return quality.gap(value, reference) <= limit
+SEEDS_HINT = "`seed=1,2,3` on the command line, or `hydra.sweeper.seeds=[1,2,3]`"
 
 
-def _closeness(quality: Quality) -> str:
-    return f"{CLOSE_POINTS:g} points" if quality.percent else f"{CLOSE_RELATIVE:.0%}"
-
-
-def _pct(run: Run) -> str:
-    value = run.summary.trainable_percent
+def _pct(point: Point) -> str:
+    value = point.first.summary.trainable_percent
     return f"{value:.2g}%" if isinstance(value, int | float) else "an unknown share"
 
 
-def quality_sentences(runs: Sequence[Run], quality: Quality) -> list[str]:
-    """Full fine-tuning, untrained references and the best LoRA run; then how close LoRA gets."""
-    scored = [r for r in runs if r.completed and quality.test_value(r) is not None]
-    full = next((r for r in scored if r.is_full), None)
-    lora = sorted(
-        (r for r in scored if r.is_adapter), key=lambda r: r.summary.trainable_params or 0
-    )
+def quality_sentences(sweep: Sweep) -> list[str]:
+    """Full fine-tuning, untrained references, the best LoRA point, and the verdicts."""
+    q = sweep.quality
+    scored = [p for p in sweep.points if p.estimate(q.test_value)]
     sentences = []
+    full = sweep.reference if sweep.reference in scored else None
     if full:
+        est = full.estimate(q.test_value)
         sentences.append(
-            f"Full fine-tuning reaches {quality.format(quality.test_value(full))} test "
-            f"{quality.name}, training all {full.summary.trainable_params:,} parameters."
+            f"Full fine-tuning reaches {fmt_estimate(est, q.percent)} test {q.name} "
+            f"({over_seeds(est.n)}), training all {full.first.summary.trainable_params:,} parameters."
         )
-    for run in (r for r in scored if r.untrained):
+    for point in (p for p in scored if p.untrained):
+        est = point.estimate(q.test_value)
         sentences.append(
-            f"Without fine-tuning, {run.name} scores {quality.format(quality.test_value(run))}."
+            f"Without fine-tuning, {point.label} scores {fmt_estimate(est, q.percent)}."
         )
+    lora = [p for p in scored if p.is_adapter]
     if lora:
-        sign = 1 if quality.higher_is_better else -1
-        best = max(lora, key=lambda r: sign * quality.test_value(r))
+        sign = 1 if q.higher_is_better else -1
+        best = max(lora, key=lambda p: sign * p.estimate(q.test_value).mean)
         sentences.append(
-            f"The best LoRA run, {best.name}, reaches {quality.format(quality.test_value(best))} "
-            f"training {_pct(best)} of the parameters."
+            f"The LoRA point with the best mean, {best.label}, reaches "
+            f"{fmt_estimate(best.estimate(q.test_value), q.percent)} training {_pct(best)} of "
+            "the parameters."
         )
     if full and lora:
-        sentences += closeness_sentences(lora, quality, quality.test_value(full))
+        sentences += verdict_sentences(sweep.comparisons, q)
+        sentences += single_seed_sentences(sweep, q)
     return sentences
 
 
-def closeness_sentences(lora: Sequence[Run], quality: Quality, reference: float) -> list[str]:
-    """The cheapest LoRA run close to full fine-tuning, and whether every r >= 4 run is."""
+def verdict_sentences(comparisons: Sequence[Comparison], quality: Quality) -> list[str]:
+    """Better / worse / within noise, from each paired difference's 95% interval."""
+    unit = "points" if quality.percent else quality.name
+    judged = [c for c in comparisons if c.verdict and c.point.is_adapter]
     sentences = []
-    close = [r for r in lora if is_close(quality, quality.test_value(r), reference)]
-    if close:
-        smallest = close[0]  # `lora` is sorted by trainable parameters
-        sentences.append(
-            f"The smallest LoRA run within {_closeness(quality)} of full fine-tuning is "
-            f"{smallest.name}: it trains {_pct(smallest)} of the parameters and is "
-            f"{quality.describe_gap(quality.test_value(smallest), reference)} full fine-tuning."
+    for word in ("better", "worse"):
+        group = [c for c in judged if c.verdict == word]
+        if len(group) == 1:
+            c = group[0]
+            sentences.append(
+                f"{c.point.label} is {word} than full fine-tuning: "
+                f"{fmt_difference(c.difference, quality.percent, unit)} test {quality.name}, "
+                "paired by seed."
+            )
+        elif group:
+            sentences.append(
+                f"{fmt_names([c.point.label for c in group])} are {word} than full "
+                f"fine-tuning, paired by seed (test {quality.name} difference in {unit}: "
+                f"{fmt_comparisons(group, quality.percent)})."
+            )
+    noise = [c for c in judged if c.verdict == "within noise"]
+    if noise:
+        means = [c.difference.mean for c in noise]
+        d = decimals_for(max(c.difference.half_width for c in noise))
+        lo, hi = (
+            fmt_signed(min(means), quality.percent, d),
+            fmt_signed(max(means), quality.percent, d),
         )
-    ranked = [
-        r for r in lora if isinstance(r.summary.rank, int) and r.summary.rank >= MATCHING_RANK
-    ]
-    far = [r.name for r in ranked if r not in close]
-    if ranked and not far:
+        spread = f"{lo} {unit}" if len(means) == 1 else f"{lo} to {hi} {unit}"
         sentences.append(
-            f"Every LoRA run with r >= {MATCHING_RANK} is within {_closeness(quality)} "
-            "of full fine-tuning."
+            f"{fmt_names([c.point.label for c in noise])} "
+            f"{'is' if len(noise) == 1 else 'are'} within noise of full fine-tuning: the 95% "
+            f"CI of each difference, paired by seed, holds 0 (mean difference {spread})."
         )
-    elif far:
+    decided = [c for c in judged if c.verdict != "within noise"]
+    if decided and len(judged) >= 3:
         sentences.append(
-            f"Of the LoRA runs with r >= {MATCHING_RANK}, {', '.join(far)} "
-            f"{'is' if len(far) == 1 else 'are'} more than {_closeness(quality)} behind full "
-            "fine-tuning."
+            f"{len(judged)} points are compared with full fine-tuning, each at 95%: about "
+            f"{0.05 * len(judged):.1g} of their intervals would exclude 0 by chance alone, so "
+            "a lone verdict near the edge of its interval is weak evidence; more seeds would "
+            "settle it."
+        )
+    not_worse = [c for c in judged if c.verdict in ("within noise", "better")]
+    if not_worse:
+        cheapest = min(not_worse, key=lambda c: c.point.first.summary.trainable_params or 0)
+        sentences.append(
+            f"The cheapest LoRA point not shown worse than full fine-tuning is "
+            f"{cheapest.point.label}, training {_pct(cheapest.point)} of the parameters."
         )
     return sentences
 
 
-def cost_sentence(runs: Sequence[Run]) -> str | None:
-    """Peak memory and step time of a typical LoRA run (the one nearest r=8) against full."""
-    done = [r for r in runs if r.completed and r.summary.peak_memory_mib and r.summary.step_time_ms]
-    full = next((r for r in done if r.is_full), None)
-    lora = [r for r in done if r.is_adapter and isinstance(r.summary.rank, int)]
-    if not (full and lora):
+def single_seed_sentences(sweep: Sweep, quality: Quality) -> list[str]:
+    """Points without two seeds to pair: the test set's own noise, and a call for seeds."""
+    unjudged = [c for c in sweep.comparisons if c.verdict is None and c.point.is_adapter]
+    if not unjudged:
+        return []
+    sentences = [
+        f"{fmt_names([c.point.label for c in unjudged])} {'has' if len(unjudged) == 1 else 'have'} fewer than two seeds "
+        "paired with full fine-tuning, so nothing measures how much the gap would move with "
+        "another seed, and the gap is no finding yet."
+    ]
+    if quality.percent:
+        shown = [sweep.reference, *(c.point for c in unjudged)]
+        intervals = [wilson_text(p, quality) for p in shown]
+        intervals = [t for t in intervals if t]
+        if intervals:
+            sentences.append(
+                "The test set alone moves an accuracy this much (95% Wilson interval of one "
+                f"run's test accuracy): {'; '.join(intervals)}."
+            )
+    sentences.append(f"More seeds would tell ({SEEDS_HINT}).")
+    return sentences
+
+
+def wilson_text(point: Point, quality: Quality) -> str | None:
+    """'full: 92.9% on 1,000 examples, 91.2-94.3%' for a point's first run."""
+    run = point.first
+    accuracy, n = quality.test_value(run), run.summary.test_size
+    if accuracy is None or not n:
         return None
-    typical = min(lora, key=lambda r: abs(r.summary.rank - 8))
-    memory = typical.summary.peak_memory_mib / full.summary.peak_memory_mib
-    time = typical.summary.step_time_ms / full.summary.step_time_ms
-    sentence = (
-        f"{typical.name} peaks at {typical.summary.peak_memory_mib:.0f} MiB against "
-        f"{full.summary.peak_memory_mib:.0f} MiB for full fine-tuning (x{memory:.2f}) and "
-        f"takes {typical.summary.step_time_ms:.1f} ms per training step against "
-        f"{full.summary.step_time_ms:.1f} ms (x{time:.2f})."
+    low, high = wilson_interval(accuracy, n)
+    return (
+        f"{point.label}: {fmt_value(accuracy, True)} on {n:,} examples, "
+        f"{100 * low:.1f}-{100 * high:.1f}%"
     )
-    state, full_state = typical.summary.train_state_mib, full.summary.train_state_mib
-    if state and full_state:
-        sentence += (
-            f" Its weights, gradients and optimizer state take {state:.1f} MiB against "
-            f"{full_state:.1f} MiB (x{state / full_state:.2f})."
-        )
-    return sentence
 
 
 def rank_sentences(analysis: RankAnalysis) -> list[str]:
@@ -146,19 +192,20 @@ def rank_sentences(analysis: RankAnalysis) -> list[str]:
     return sentences
 
 
-def failure_sentence(runs: Sequence[Run]) -> str | None:
-    failed = [r.name for r in runs if not r.completed]
+def failure_sentence(sweep: Sweep) -> str | None:
+    failed = [r.name for r in sweep.runs if not r.completed]
     if not failed:
         return None
     return f"{len(failed)} run(s) failed ({', '.join(failed)}); see the failed runs below."
 
 
-def findings(runs: Sequence[Run], quality: Quality, analysis: RankAnalysis) -> str:
-    """One paragraph: quality against full fine-tuning, cost, rank analysis, failures."""
+def findings(sweep: Sweep) -> str:
+    """One paragraph: quality against full FT, cost, forgetting, rank analysis, failures."""
     parts = [
-        *quality_sentences(runs, quality),
-        cost_sentence(runs),
-        *rank_sentences(analysis),
-        failure_sentence(runs),
+        *quality_sentences(sweep),
+        *cost_sentences(sweep.points, sweep.reference, sweep.speed),
+        *forgetting_sentences(sweep.forgetting),
+        *rank_sentences(sweep.ranks),
+        failure_sentence(sweep),
     ]
     return " ".join(p for p in parts if p) or "No run of this sweep completed."

@@ -1,4 +1,5 @@
-"""The report's tables, as Markdown: the run table, failed runs and the rank analysis."""
+"""The report's tables, as Markdown: the run table (every run folder), failed runs and the
+rank analysis; the tables of points are in `point_tables.py`."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
     """(header, cell of a run) for every column of the run table."""
     return [
         ("run", lambda r: r.name),
+        ("folder", lambda r: r.job),
+        ("seed", lambda r: fmt_plain(r.seed) if isinstance(r.seed, int) else str(r.seed or "–")),
         ("adapter", lambda r: str(r.summary.adapter or "–")),
         ("rank", lambda r: fmt_plain(r.summary.rank)),
         ("alpha", lambda r: fmt_plain(r.summary.alpha)),
@@ -76,7 +79,7 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
         (f"test {quality.name}", lambda r: quality.format(quality.test_value(r))),
         ("peak memory (MiB)", lambda r: fmt_number(r.summary.peak_memory_mib, 0)),
         ("weights+grads+optimizer (MiB)", lambda r: fmt_number(r.summary.train_state_mib)),
-        ("step time (ms)", lambda r: fmt_number(r.summary.step_time_ms)),
+        ("step time, this run (ms)", lambda r: fmt_number(r.summary.step_time_ms)),
         ("checkpoint", lambda r: fmt_bytes(r.summary.checkpoint_bytes)),
     ]
 

@@ -61,6 +61,11 @@ class RunSummary:
     # a failed run: what went wrong
     error: str | None = None
     traceback: str | None = None
+    # examples in the target's test split (sequences; windows for a language model): with the
+    # test accuracy, it gives the binomial interval of one run
+    test_size: int | None = None
+    # the base's source task the run was also evaluated on (source/* metrics), in words
+    source: str | None = None
 
     @property
     def completed(self) -> bool:

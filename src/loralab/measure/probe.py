@@ -1,0 +1,187 @@
+"""The interleaved probe: every point's training step, timed in turns in one process.
+
+The runs of a sweep run one after another, each timed while the machine does whatever it
+does then; on a shared machine a run that met a busy minute looks slow, and a speed ranking
+built from those numbers can come out backwards. The probe rebuilds each point's run from
+its stored config (`run.builder.build_run`), takes one batch of its training data, and
+times its training step (forward, backward, optimizer step) round-robin: a few steps of
+every point, then again, for a few rounds. A slow spell then hits every point alike. Each
+point's figure is its fastest step: other processes can only make a step slower, never
+faster, so on a busy machine the fastest of many interleaved steps is the step's own cost
+(the median is given beside it, and on a quiet machine the two agree).
+
+It also counts each point's step memory exactly (weights, gradients, optimizer state and
+saved activations; `measure_step_memory`), which a process's resident memory cannot tell.
+This is the `make bench` method (scripts/bench.py) applied to the points of a sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from loralab.errors import MissingFileError, user_error_in
+from loralab.measure.step import StepMemory, measure_step_memory
+from loralab.run.builder import Run, build_run, read_checkpoint, run_config_of
+from loralab.tasks.optim import scaled_optimizer, trainable_parameters
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 7
+STEPS_PER_ROUND = 4
+WARMUP_STEPS = 2
+CHECKPOINTS = ("best.ckpt", "last.ckpt")
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+
+
+@dataclass
+class StepProbe:
+    """One point's training step as the probe measured it."""
+
+    step_ms: float  # the fastest timed step: the step's own cost, whatever the machine's load
+    median_ms: float  # the median of all timed steps
+    rounds_ms: list[float]  # each round's median step
+    # bytes alive at the step's peak: weights, gradients, optimizer state, saved activations
+    parameters: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    batch_shape: list[int]
+    device: str
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.parameters + self.gradients + self.optimizer_state + self.activations
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepProbe:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def run_config(run_dir: str | Path) -> DictConfig:
+    """A run's resolved config: the one inside its checkpoint, else Hydra's record of it."""
+    run_dir = Path(run_dir)
+    for name in CHECKPOINTS:
+        path = run_dir / "checkpoints" / name
+        if path.is_file():
+            return run_config_of(read_checkpoint(path), path)
+    recorded = run_dir / HYDRA_CONFIG
+    if not recorded.is_file():
+        raise MissingFileError(
+            f"{run_dir} holds no checkpoint and no {HYDRA_CONFIG}, so its run cannot be "
+            "rebuilt; probe a folder that `python -m loralab.train -m` wrote."
+        )
+    cfg = OmegaConf.load(recorded)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)  # Hydra's resolver for it exists only in a job
+    return cfg
+
+
+def probe_device(cfg: DictConfig) -> torch.device:
+    """The device the run trained on: a GPU if it asked for one and there is one."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    wants_gpu = accelerator in ("gpu", "cuda", "auto")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+class TrainingStep:
+    """One optimizer step of a built run on one fixed batch of its training data."""
+
+    def __init__(self, run: Run, device: torch.device) -> None:
+        run.datamodule.setup("fit")
+        batch = next(iter(run.datamodule.train_dataloader()))
+        self.task = run.task.to(device)
+        self.task.train()
+        self.batch = self.task.transfer_batch_to_device(batch, device, 0)
+        self.device = device
+        # the run's own optimizer (AdamW, fused or not, parameter groups); no schedule needed
+        self.optimizer = scaled_optimizer(
+            self.task.optimizer_factory, trainable_parameters(self.task)
+        )
+
+    def loss(self, task: torch.nn.Module) -> torch.Tensor:
+        with warnings.catch_warnings():
+            # training_step logs through self.log, which needs a Trainer; without one it warns
+            warnings.simplefilter("ignore")
+            return task.training_step(self.batch, 0)
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss(self.task).backward()
+        self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def timed_rounds(
+    steps: Mapping[str, Callable[[], None]], rounds: int, steps_per_round: int
+) -> dict[str, list[list[float]]]:
+    """Every contender's step times (s), `steps_per_round` at its turn, round after round."""
+    times: dict[str, list[list[float]]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            samples = []
+            for _ in range(steps_per_round):
+                start = time.perf_counter()
+                step()
+                samples.append(time.perf_counter() - start)
+            times[name].append(samples)
+    return times
+
+
+def error_sentence(error: BaseException) -> str:
+    """The one line that says why: the user error inside Hydra's wrapping, if there is one."""
+    shown = user_error_in(error) or error
+    return f"{type(shown).__name__}: {shown}".splitlines()[0][:240]
+
+
+def probe(
+    configs: Mapping[str, DictConfig],
+    rounds: int = ROUNDS,
+    steps_per_round: int = STEPS_PER_ROUND,
+) -> tuple[dict[str, StepProbe], dict[str, str]]:
+    """Each named run config's step time (interleaved) and step memory; and what failed."""
+    steps: dict[str, TrainingStep] = {}
+    memories: dict[str, StepMemory] = {}
+    errors: dict[str, str] = {}
+    for name, cfg in configs.items():
+        try:
+            torch.manual_seed(int(cfg.get("seed") or 0))
+            step = TrainingStep(build_run(cfg), probe_device(cfg))
+            # on a copy of the untouched task (a stepped one holds metric states with graphs)
+            memories[name] = measure_step_memory(step.task, step.loss)
+            for _ in range(WARMUP_STEPS):
+                step()
+            steps[name] = step
+        except Exception as error:  # noqa: BLE001 - one point that cannot be rebuilt is reported
+            errors[name] = error_sentence(error)
+            log.warning("the probe skips %s: %s", name, errors[name])
+    times = timed_rounds(steps, rounds, steps_per_round)
+    results = {}
+    for name, step in steps.items():
+        memory = memories[name]
+        every = [t for round_times in times[name] for t in round_times]
+        results[name] = StepProbe(
+            step_ms=1000 * min(every),
+            median_ms=1000 * statistics.median(every),
+            rounds_ms=[1000 * statistics.median(r) for r in times[name]],
+            parameters=memory.parameters,
+            gradients=memory.gradients,
+            optimizer_state=memory.optimizer_state,
+            activations=memory.activations,
+            batch_shape=list(step.batch["input_ids"].shape),
+            device=str(step.device),
+        )
+    return results, errors

@@ -1,0 +1,182 @@
+"""The report's speed and memory figures: the interleaved probe of the sweep's points.
+
+Each point is probed once, rebuilt from the config of its first completed run; the result
+is kept in SWEEP_DIR/probe.json, so the report of the same sweep reuses it (`--probe` runs it
+again, `--no-probe` leaves the probe out and the report shows the per-run figures alone).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loralab.io import read_json, write_json
+from loralab.measure.probe import (
+    ROUNDS,
+    STEPS_PER_ROUND,
+    StepProbe,
+    error_sentence,
+    probe,
+    run_config,
+)
+from loralab.report.collect import Run
+from loralab.report.points import Point
+
+log = logging.getLogger(__name__)
+
+PROBE_FILE = "probe.json"
+# when to run the probe: reuse a probe.json of the same points, always run, never run
+PROBE_MODES = ("auto", "always", "never")
+
+
+@dataclass
+class SpeedProbe:
+    """The probe of a sweep: point label -> its step, and the points it could not rebuild."""
+
+    results: dict[str, StepProbe] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    # point label -> the run folder whose config the probe rebuilt
+    runs: dict[str, str] = field(default_factory=dict)
+    rounds: int = ROUNDS
+    steps_per_round: int = STEPS_PER_ROUND
+
+    def get(self, point: Point) -> StepProbe | None:
+        return self.results.get(point.label)
+
+    def to_dict(self) -> dict:
+        return {
+            "rounds": self.rounds,
+            "steps_per_round": self.steps_per_round,
+            "runs": self.runs,
+            "results": {k: v.to_dict() for k, v in self.results.items()},
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpeedProbe:
+        return cls(
+            results={k: StepProbe.from_dict(v) for k, v in data.get("results", {}).items()},
+            errors=dict(data.get("errors", {})),
+            runs=dict(data.get("runs", {})),
+            rounds=int(data.get("rounds", ROUNDS)),
+            steps_per_round=int(data.get("steps_per_round", STEPS_PER_ROUND)),
+        )
+
+
+def probed_runs(points: Sequence[Point]) -> dict[str, str]:
+    """Point label -> the run folder that stands for it: its first completed, trained run."""
+    return {p.label: str(p.first.dir) for p in points if p.completed and not p.untrained}
+
+
+def read_probe(sweep_dir: Path) -> SpeedProbe | None:
+    path = sweep_dir / PROBE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return SpeedProbe.from_dict(read_json(path))
+    except (ValueError, KeyError, TypeError) as error:
+        log.warning("ignoring the unreadable %s: %s", path, error)
+        return None
+
+
+def speed_probe(points: Sequence[Point], sweep_dir: Path, mode: str = "auto") -> SpeedProbe | None:
+    """The sweep's probe: reused from probe.json (auto, same points), run now, or None."""
+    if mode not in PROBE_MODES:
+        raise ValueError(f"probe mode {mode!r} is unknown; use one of {list(PROBE_MODES)}")
+    runs = probed_runs(points)
+    if mode == "never" or not runs:
+        return None
+    saved = read_probe(sweep_dir)
+    if mode == "auto" and saved is not None and saved.runs == runs:
+        log.info("speed and memory: the probe in %s", sweep_dir / PROBE_FILE)
+        return saved
+    configs, errors = {}, {}
+    for label, run_dir in runs.items():
+        try:
+            configs[label] = run_config(run_dir)
+        except Exception as error:  # noqa: BLE001 - a point that cannot be rebuilt is reported
+            errors[label] = error_sentence(error)
+    log.info("probing the training step of %d points, interleaved", len(configs))
+    results, failed = probe(configs)
+    result = SpeedProbe(results, {**errors, **failed}, runs)
+    write_json(sweep_dir / PROBE_FILE, result.to_dict())
+    return result
+
+
+# the LoRA point the cost sentences describe: the one whose rank is nearest this
+TYPICAL_RANK = 8
+
+
+def typical_lora(points: Sequence[Point]) -> Point | None:
+    ranked = [p for p in points if p.is_adapter and isinstance(p.first.summary.rank, int)]
+    return min(ranked, key=lambda p: abs(p.first.summary.rank - TYPICAL_RANK), default=None)
+
+
+def step_time(run: Run) -> float | None:
+    """A run's own mean step time, timed while it trained."""
+    return run.summary.step_time_ms
+
+
+def cost_sentences(
+    points: Sequence[Point], full: Point | None, speed: SpeedProbe | None
+) -> list[str]:
+    """Step time and memory of a typical LoRA point against full: the probe's, then per run."""
+    lora = typical_lora(points)
+    if not (full and lora):
+        return []
+    sentences = []
+    probed = (speed.get(lora), speed.get(full)) if speed else (None, None)
+    if all(probed):
+        a, b = probed
+        sentences.append(
+            f"In the interleaved probe (every point's training step timed in turns in one "
+            f"process, so machine load hits all alike), {lora.label} takes {a.step_ms:.1f} ms "
+            f"per training step (its fastest) against {b.step_ms:.1f} ms for full fine-tuning "
+            f"(x{a.step_ms / b.step_ms:.2f}), and its step holds "
+            f"{a.memory_bytes / 2**20:.1f} MiB of weights, gradients, optimizer state and "
+            f"activations against {b.memory_bytes / 2**20:.1f} MiB "
+            f"(x{a.memory_bytes / b.memory_bytes:.2f})."
+        )
+    per_run = [p.estimate(step_time) for p in (lora, full)]
+    if all(per_run):
+        label = "Timed per run instead" if all(probed) else "Timed per run"
+        sentences.append(
+            f"{label}, one run after another on whatever load the machine had, the mean step "
+            f"times were {per_run[0].mean:.1f} and {per_run[1].mean:.1f} ms."
+        )
+    inversion = ranking_inversion(points, speed)
+    if inversion:
+        slow, fast = inversion
+        sentences.append(
+            f"Per run, {slow.label} looks slower than {fast.label}; the probe, which times "
+            "them side by side, finds the opposite, so the per-run ranking is an artefact of "
+            "machine load."
+        )
+    state = [p.estimate(lambda r: r.summary.train_state_mib) for p in (lora, full)]
+    if all(state):
+        sentences.append(
+            f"Weights, gradients and optimizer state take {state[0].mean:.1f} MiB against "
+            f"{state[1].mean:.1f} MiB (x{state[0].mean / state[1].mean:.2f})."
+        )
+    return sentences
+
+
+def ranking_inversion(
+    points: Sequence[Point], speed: SpeedProbe | None
+) -> tuple[Point, Point] | None:
+    """Two points the per-run step times order one way and the probe the other, if any."""
+    if speed is None:
+        return None
+    timed = []
+    for point in points:
+        probed, per_run = speed.get(point), point.estimate(step_time)
+        if probed and per_run:
+            timed.append((point, per_run.mean, probed.step_ms))
+    for a, run_a, probe_a in timed:
+        for b, run_b, probe_b in timed:
+            # clear both ways: 10% apart per run, and 10% apart the other way in the probe
+            if run_a > 1.1 * run_b and probe_b > 1.1 * probe_a:
+                return a, b
+    return None

@@ -1,0 +1,57 @@
+"""The interleaved probe: contenders take turns, and each point's step is rebuilt from its
+config and counted exactly (gradients and Adam state of what trains, nothing else)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.conftest import TINY, compose_config
+
+from loralab.errors import MissingFileError
+from loralab.lora import apply_adapter, count_parameters
+from loralab.measure.probe import probe, run_config, timed_rounds
+
+
+def test_contenders_take_turns_round_by_round():
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("full", "lora")}
+    times = timed_rounds(steps, rounds=3, steps_per_round=2)
+    assert calls == ["full", "full", "lora", "lora"] * 3
+    assert [len(t) for t in times.values()] == [3, 3]
+
+
+def test_probe_rebuilds_each_point_and_counts_its_step_memory(tmp_path, pretrained_backbone):
+    configs = {
+        name: compose_config(
+            "train", [*TINY, f"model.checkpoint={pretrained_backbone}", *overrides], tmp_path / name
+        )
+        for name, overrides in {"full": ["adapter=full"], "lora": ["adapter=lora"]}.items()
+    }
+    configs["broken"] = compose_config(
+        "train", [*TINY, "model.checkpoint=/nowhere/base.safetensors"], tmp_path / "broken"
+    )
+    results, errors = probe(configs, rounds=2, steps_per_round=1)
+    assert set(results) == {"full", "lora"} and "model.checkpoint" in errors["broken"]
+    for name, result in results.items():
+        assert result.step_ms > 0 and len(result.rounds_ms) == 2 and result.device == "cpu"
+        assert result.batch_shape == [configs[name].data.batch_size, configs[name].data.seq_len]
+        # float32 gradients of exactly what trains; AdamW keeps two moments per weight
+        model = compose_model(configs[name])
+        assert result.gradients == 4 * count_parameters(model).trainable
+        assert result.optimizer_state == 2 * result.gradients
+    assert results["lora"].parameters >= results["full"].parameters  # the adapter is extra
+    assert results["lora"].memory_bytes < results["full"].memory_bytes
+
+
+def compose_model(cfg):  # noqa: ANN001, ANN201 - a DictConfig in, a module out
+    import hydra
+
+    model = hydra.utils.instantiate(cfg.model)
+    apply_adapter(model, cfg.adapter)
+    return model
+
+
+def test_a_run_folder_without_a_checkpoint_or_config_cannot_be_rebuilt(tmp_path: Path):
+    with pytest.raises(MissingFileError, match="holds no checkpoint and no .hydra/config.yaml"):
+        run_config(tmp_path)
