@@ -82,12 +82,14 @@ def build_hf_model(
     task: str = "sequence_classification",
     num_labels: int | None = None,
     trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> nn.Module:
     """Hydra `_target_` of model=hf / model=minilm: the pretrained model with a task head.
 
     For `sequence_classification` a fresh classifier head with `num_labels` outputs is added
     (named `classifier` or `score`, so `adapter.trainable` can train it and `all-linear`
-    skips it); `causal_lm` keeps the pretrained LM head.
+    skips it); `causal_lm` keeps the pretrained LM head. `gradient_checkpointing` trades
+    compute for memory (see `enable_gradient_checkpointing`).
     """
     if task not in TASKS:
         raise ConfigError(f"model.task={task!r} is unknown; use one of {', '.join(TASKS)}.")
@@ -116,10 +118,29 @@ def build_hf_model(
     else:
         # logits only: a key/value cache is for generation, not for training steps
         model.config.use_cache = False
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     log.info("loaded %s (%s) from %s", type(model).__name__, task, source)
     # from_pretrained returns eval mode, and Lightning keeps each module's mode as it finds
     # it: without this, dropout would stay off during fine-tuning
     return model.train()
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations during backward instead of keeping them.
+
+    Non-reentrant checkpointing follows the graph through a block whatever requires grad,
+    and input grads are switched on as well: under LoRA the frozen embedding's output needs
+    no grad, and a reentrant checkpoint would then cut the graph and leave the adapters of
+    every checkpointed block without gradients.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"model.gradient_checkpointing=true: {type(model).__name__} does not support "
+            "gradient checkpointing; set model.gradient_checkpointing=false."
+        )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
 
 
 def _ensure_pad_token_id(model: nn.Module, source: str, transformers: Any) -> None:
