@@ -101,17 +101,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write `out_dir` (config, model.safetensors, tokenizer + chat template) from a GGUF file."""
+def load_gguf(gguf_file: Path) -> tuple[Any, Any]:
+    """The model (dequantized to float32) and tokenizer of a GGUF file, as transformers reads it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    folder, name = str(gguf_file.parent), gguf_file.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    return model, tokenizer
+
+
+def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write `out_dir` (config, model.safetensors, tokenizer + chat template) from a GGUF file."""
     gguf_file, out_dir = Path(gguf_file), Path(out_dir)
     if is_converted(out_dir):
         return out_dir
     if out_dir.exists():
+        missing = [name for name in REQUIRED_FILES if not (out_dir / name).is_file()]
         raise MissingFileError(
-            f"{out_dir} exists but lacks {', '.join(n for n in REQUIRED_FILES if not (out_dir / n).is_file())}; "
+            f"{out_dir} exists but lacks {', '.join(missing)}, so it is no finished conversion; "
             "delete that folder and run again to convert the model afresh."
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -121,9 +130,7 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     started = time.perf_counter()
     log.info("converting %s into %s (once)", gguf_file.name, out_dir)
     try:
-        folder, name = str(gguf_file.parent), gguf_file.name
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        model, tokenizer = load_gguf(gguf_file)
         plain_copy(model).save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         try:
