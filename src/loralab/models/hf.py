@@ -139,7 +139,12 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
             f"model.gradient_checkpointing=true: {type(model).__name__} does not support "
             "gradient checkpointing; set model.gradient_checkpointing=false."
         )
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.enable_input_require_grads()
 
 
