@@ -103,9 +103,10 @@ test: $(INSTALLED) ## the whole test suite, end-to-end CLI runs included
 test-fast: $(INSTALLED) ## the suite without the slow end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(INSTALLED) ## LoRA vs full (tiny encoder), then loralab vs PEFT on MiniLM: ratios
+bench: $(INSTALLED) ## LoRA vs full (tiny encoder), then loralab vs PEFT on MiniLM and SmolLM2: ratios
 	$(PY) scripts/bench.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_peft.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_llm.py
 
 memory: $(INSTALLED) ## memory planner: full vs LoRA vs QLoRA for 7B (ARGS="--size 13b", "--model tiny_encoder", ...)
 	$(PY) -m loralab.memory --plot logs/memory/memory.png $(ARGS)
