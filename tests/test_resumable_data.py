@@ -1,6 +1,7 @@
 """Every data module hands Lightning resumable loaders: the training order is a function of
 (seed, epoch), and a loader restored from `state_dict()` yields exactly the batches the
-interrupted one had left. Checked for the synthetic, character and text data alike."""
+interrupted one had left. Checked for the synthetic, character, text classification, LM text
+and instruction data alike."""
 
 from __future__ import annotations
 
@@ -41,7 +42,43 @@ def text(tmp_path: Path):
     )
 
 
-MODULES = {"synthetic": synthetic, "char_text": char_text, "text": text}
+def lm_text(tmp_path: Path):
+    pytest.importorskip("transformers")
+    from tests.tiny_llm import write_tokenizer
+
+    from loralab.data import LMTextDataModule
+
+    write_tokenizer(tmp_path / "tokenizer")
+    return LMTextDataModule(
+        tokenizer=str(tmp_path / "tokenizer"), corpus="b", block_size=16, n_train=96, batch_size=8
+    )
+
+
+def instruct(tmp_path: Path):
+    pytest.importorskip("transformers")
+    from tests.tiny_llm import write_tokenizer
+
+    from loralab.data import InstructDataModule
+    from loralab.data.instructions import ensure_instruction_dataset
+
+    write_tokenizer(tmp_path / "tokenizer")
+    files = ensure_instruction_dataset(tmp_path / "instruct", n_train=96, n_val=8, n_test=8)
+    return InstructDataModule(
+        tokenizer=str(tmp_path / "tokenizer"),
+        train_file=str(files["train"]),
+        val_file=str(files["validation"]),
+        test_file=str(files["test"]),
+        batch_size=8,
+    )
+
+
+MODULES = {
+    "synthetic": synthetic,
+    "char_text": char_text,
+    "text": text,
+    "lm_text": lm_text,
+    "instruct": instruct,
+}
 
 
 def train_loader(make: Callable, tmp_path: Path, epoch: int = 0) -> ResumableDataLoader:

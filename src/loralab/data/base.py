@@ -8,7 +8,9 @@ declares what the later stages may read from it, in config interpolations (`${da
 - `vocab_size`: how many token ids the data emits, which sizes a model's embedding;
 - `tokenizer`: what turns text into those ids and back (None for synthetic ids);
 - `sample_prompt()`: a short text in the style of the data, for sampling (None if it has none);
-- `split_size(split)`: how many examples a split holds, e.g. the test-set size of an accuracy.
+- `split_size(split)`: how many examples a split holds, e.g. the test-set size of an accuracy;
+- `generation_set(split)`: prompts whose answers are checked by generation (exact match), as
+  a `GenerationSet`; None for data without answers to check.
 
 Every batch is a dict: `input_ids`, `attention_mask` (where there is padding) and `labels`.
 `SplitDataModule` implements the loaders once: its subclasses fill `self.splits` in `setup`.
@@ -16,13 +18,49 @@ Every batch is a dict: `input_ids`, `attention_mask` (where there is padding) an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from loralab.data.loaders import resumable_loader
+
+
+@dataclass(frozen=True)
+class GenerationSet:
+    """Prompts a model answers by generation, the answers expected, and how to read its output.
+
+    `prompts` are what a reader sees (the user's text), `prompt_ids` what the model reads
+    (the formatted prompt, tokenised); generation stops at any of `stop_ids`; `decode` turns
+    the generated ids into the text compared with `answers`.
+    """
+
+    prompts: Sequence[str]
+    prompt_ids: Sequence[Sequence[int]]
+    answers: Sequence[str]
+    stop_ids: frozenset[int]
+    pad_id: int
+    decode: Callable[[Sequence[int]], str]
+    # a label per example (e.g. its task family), to score each group on its own; or None
+    groups: Sequence[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def head(self, n: int | None) -> GenerationSet:
+        """The first n examples (all of them for None): a fixed sample of a fixed split."""
+        if n is None or n >= len(self):
+            return self
+        return dataclasses.replace(
+            self,
+            prompts=self.prompts[:n],
+            prompt_ids=self.prompt_ids[:n],
+            answers=self.answers[:n],
+            groups=self.groups[:n] if self.groups is not None else None,
+        )
 
 
 class SplitDataModule(L.LightningDataModule):
@@ -52,6 +90,10 @@ class SplitDataModule(L.LightningDataModule):
 
     def sample_prompt(self) -> str | None:
         """A short text in the style of the data to continue when sampling; None if none."""
+        return None
+
+    def generation_set(self, split: str) -> GenerationSet | None:
+        """The split's prompts with answers checked by generation; None if the data has none."""
         return None
 
     @property

@@ -177,6 +177,7 @@ def estimate(shape: ModelShape, workload: Workload, method: Method) -> MemoryEst
         if method.name == "qlora":
             linear = shape.linear_params()
             frozen_bytes += linear * (NF4_BYTES - elem)
+            frozen_bytes += quantized_head_bytes(shape, method, elem)
     return MemoryEstimate(
         weights=frozen_bytes + trained * elem,
         gradients=float(trained * elem),
@@ -184,6 +185,15 @@ def estimate(shape: ModelShape, workload: Workload, method: Method) -> MemoryEst
         activations=activation_bytes(shape, workload, method),
         trainable_params=trained,
     )
+
+
+def quantized_head_bytes(shape: ModelShape, method: Method, elem: int) -> float:
+    """QLoRA stores a frozen LM head quantized too; a tied one is stored again, as codes
+    beside the float embedding it shares its weight with."""
+    if shape.head != "lm" or method.train_head:
+        return 0.0
+    head = shape.vocab_size * shape.hidden
+    return head * NF4_BYTES if shape.tied_embeddings else head * (NF4_BYTES - elem)
 
 
 def activation_bytes(shape: ModelShape, workload: Workload, method: Method) -> float:
@@ -195,19 +205,24 @@ def activation_bytes(shape: ModelShape, workload: Workload, method: Method) -> f
     total = 0.0
     if full:  # the embedding's backward keeps the token ids
         total += tokens * 8 + (s * 8 if shape.max_positions else 0)
-        total += norm_saved(shape, tokens, elem) if shape.embedding_norm else 0.0
+        total += norm_saved(shape, tokens, elem, full) if shape.embedding_norm else 0.0
     needs_grad = full  # does the residual stream entering a block require grad?
     for _ in range(shape.layers):
         saved, needs_grad = layer_activations(shape, workload, adapted, full, method, needs_grad)
         total += saved
     if needs_grad and shape.final_norm:
-        total += norm_saved(shape, tokens, elem)
+        total += norm_saved(shape, tokens, elem, full)
+    if method.name == "qlora" and shape.head == "lm" and needs_grad and not method.train_head:
+        total += shape.vocab_size * shape.hidden * elem  # the quantized head's float copy
     return total + head_activations(shape, workload, needs_grad)
 
 
-def norm_saved(shape: ModelShape, tokens: int, elem: int) -> float:
-    """A LayerNorm/RMSNorm keeps its input and per-token fp32 statistics."""
-    return tokens * shape.hidden * elem + tokens * 4 * (1 if shape.rms_norm else 2)
+def norm_saved(shape: ModelShape, tokens: int, elem: int, trained: bool = False) -> float:
+    """A LayerNorm/RMSNorm keeps its input and per-token fp32 statistics; an RMSNorm whose
+    weight trains also keeps the normalised input it multiplies that weight with (Llama's
+    RMSNorm scales in a separate op, where a LayerNorm kernel scales inside)."""
+    kept = tokens * shape.hidden * elem + tokens * 4 * (1 if shape.rms_norm else 2)
+    return kept + (tokens * shape.hidden * elem if shape.rms_norm and trained else 0)
 
 
 def layer_activations(
@@ -222,14 +237,18 @@ def layer_activations(
 
     An op saves what its backward needs: a linear layer keeps its input only when its
     weight (or its LoRA A) trains; a norm, activation or attention kernel keeps its inputs
-    only when a gradient must flow through it.
+    only when a gradient must flow through it. Under QLoRA a frozen linear layer whose input
+    needs a gradient keeps the float weight it dequantized for its matmul (`grad_in`).
     """
     b, s, h, f = workload.batch, workload.seq_len, shape.hidden, shape.ffn
     t, elem = b * s, DTYPE_BYTES[workload.dtype]
     lora_out = 0 if full else t * method.rank * elem  # lora_B keeps A's output
     saved = 0.0
+    grad_in = (
+        {"q", "k", "v", "qkv"} if needs_grad else set()
+    )  # linears whose input needs a gradient
     # attention: norm -> q, k, v -> attention kernel -> o
-    saved += norm_saved(shape, t, elem) if needs_grad else 0.0
+    saved += norm_saved(shape, t, elem, full) if needs_grad else 0.0
     qkv_trained = adapted & {"q", "k", "v", "qkv"}
     saved += t * h * elem if qkv_trained else 0.0  # the normed input, kept once
     saved += lora_out * len(qkv_trained)
@@ -237,13 +256,15 @@ def layer_activations(
     if attention_kept:
         saved += attention_saved(shape, workload)
         needs_grad = True
+        grad_in.add("o")
     if "o" in adapted:
         # a fused kernel's output, heads merged back, is already o's input: kept once
         shared = attention_kept and workload.attention == "fused"
         saved += (0 if shared else t * h * elem) + lora_out
         needs_grad = True
     # MLP: norm -> up (and gate) -> activation -> down
-    saved += norm_saved(shape, t, elem) if needs_grad else 0.0
+    saved += norm_saved(shape, t, elem, full) if needs_grad else 0.0
+    grad_in |= {"up", "gate"} if needs_grad else set()
     in_trained = adapted & {"up", "gate"}
     saved += t * h * elem if in_trained else 0.0
     saved += lora_out * len(in_trained)
@@ -251,9 +272,13 @@ def layer_activations(
         # GELU keeps its input; SwiGLU keeps gate, silu(gate) and up for the product
         saved += t * f * elem * (3 if shape.gated_mlp else shape.activation_saves)
         needs_grad = True
+        grad_in.add("down")
     if "down" in adapted:
         saved += t * f * elem + lora_out
         needs_grad = True
+    if method.name == "qlora":
+        linears = shape.linears()
+        saved += sum(i * o for name, (i, o) in linears.items() if name in grad_in) * elem
     return saved, needs_grad
 
 

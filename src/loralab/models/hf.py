@@ -102,12 +102,14 @@ def build_hf_model(
     task: str = "sequence_classification",
     num_labels: int | None = None,
     trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> nn.Module:
     """Hydra `_target_` of model=hf / model=minilm: the pretrained model with a task head.
 
     For `sequence_classification` a fresh classifier head with `num_labels` outputs is added
     (named `classifier` or `score`, so `adapter.trainable` can train it and `all-linear`
-    skips it); `causal_lm` keeps the pretrained LM head.
+    skips it); `causal_lm` keeps the pretrained LM head. `gradient_checkpointing` trades
+    compute for memory (see `enable_gradient_checkpointing`).
     """
     if task not in TASKS:
         raise ConfigError(f"model.task={task!r} is unknown; use one of {', '.join(TASKS)}.")
@@ -127,6 +129,8 @@ def build_hf_model(
     else:
         # logits only: a key/value cache is for generation, not for training steps
         model.config.use_cache = False
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     log.info("loaded %s (%s) from %s", type(model).__name__, task, source)
     # from_pretrained returns eval mode, and Lightning keeps each module's mode as it finds
     # it: without this, dropout would stay off during fine-tuning
@@ -166,6 +170,28 @@ def _model_type(source: str) -> str:
 def is_hf_model(model: nn.Module) -> bool:
     """Whether a backbone is a transformers model (it can write a from_pretrained folder)."""
     return hasattr(model, "save_pretrained") and hasattr(model, "config")
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations during backward instead of keeping them.
+
+    Non-reentrant checkpointing follows the graph through a block whatever requires grad,
+    and input grads are switched on as well: under LoRA the frozen embedding's output needs
+    no grad, and a reentrant checkpoint would then cut the graph and leave the adapters of
+    every checkpointed block without gradients.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"model.gradient_checkpointing=true: {type(model).__name__} does not support "
+            "gradient checkpointing; set model.gradient_checkpointing=false."
+        )
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.enable_input_require_grads()
 
 
 def _ensure_pad_token_id(model: nn.Module, source: str, transformers: Any) -> None:

@@ -1,7 +1,9 @@
-"""Which number says how good a run is: accuracy if the runs have it, else perplexity or loss.
+"""Which number says how good a run is: accuracy, exact match, perplexity or loss.
 
-Classification runs log val/acc and test/acc (higher is better); language-model runs log
-val/ppl and test/ppl (lower is better). The report compares runs on whichever they have.
+Classification runs log val/acc and test/acc (higher is better); instruction-tuned language
+models val/exact_match and test/exact_match (their greedy answers, higher is better); other
+language-model runs val/ppl and test/ppl (lower is better). The report compares runs on the
+first of these they have.
 """
 
 from __future__ import annotations
@@ -54,13 +56,16 @@ class Quality:
 
 
 ACCURACY = Quality("accuracy", "val/acc", "test/acc", higher_is_better=True, percent=True)
+EXACT_MATCH = Quality(
+    "exact match", "val/exact_match", "test/exact_match", higher_is_better=True, percent=True
+)
 PERPLEXITY = Quality("perplexity", "val/ppl", "test/ppl", higher_is_better=False, percent=False)
 LOSS = Quality("loss", "val/loss", "test/loss", higher_is_better=False, percent=False)
 
 
 def choose_quality(runs: Sequence[Run]) -> Quality:
-    """Accuracy if any run logged it, else perplexity, else loss."""
-    for quality in (ACCURACY, PERPLEXITY):
+    """Accuracy if any run logged it, else exact match, else perplexity, else loss."""
+    for quality in (ACCURACY, EXACT_MATCH, PERPLEXITY):
         for run in runs:
             if run.metric(quality.val) is not None or run.metric(quality.test) is not None:
                 return quality

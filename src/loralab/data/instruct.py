@@ -1,0 +1,254 @@
+"""Instruction tuning data: prompt/response pairs (or message lists) with a prompt-masked loss.
+
+Rows come from local CSV/JSONL/Parquet files or a Hugging Face dataset, as for text
+classification: `data.prompt_field` and `data.response_field` name the columns, or
+`data.messages_field` a column of `{"role", "content"}` lists ending with the assistant's
+response. Each example is formatted by `ChatFormatter` (the tokenizer's chat template, or a
+plain one) and becomes `input_ids` plus next-token `labels` in which every prompt position
+is -100: the loss counts the response (and its end-of-turn token) only. Batches are padded
+per batch to their longest row (padding: -100 labels, attention mask 0).
+
+Truncation at `data.max_seq_len` never removes a response silently: an example whose
+response is cut is kept and counted as truncated, one whose prompt alone fills the length
+is dropped and counted, and both counts are logged per split (`counts`).
+
+Val and test also serve evaluation by generation: `generation_set(split)` gives their
+formatted prompts and expected answers (the assistant's text) for exact match, grouped by
+`data.group_field` when it is set (the bundled data's task family).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from loralab.data import text_source as source
+from loralab.data.base import GenerationSet, SplitDataModule
+from loralab.data.chat_format import ChatFormatter, conversation
+from loralab.data.hf_tokenizer import check_tokenizer_state, load_tokenizer, tokenizer_state
+from loralab.data.text import plain
+from loralab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # the label of a position whose loss does not count (prompt, padding)
+KEPT, TRUNCATED, DROPPED = "kept", "truncated", "dropped"
+
+
+def masked_example(
+    prompt_ids: Sequence[int], response_ids: Sequence[int], max_seq_len: int
+) -> tuple[dict[str, list[int]] | None, str]:
+    """Inputs and labels of one example cut to `max_seq_len` inputs, and what the cut did.
+
+    Labels are next-token ids where the next token belongs to the response, else -100.
+    """
+    ids = [*prompt_ids, *response_ids][: max_seq_len + 1]
+    kept = len(ids) - len(prompt_ids)  # response tokens left after the cut
+    if kept <= 0:
+        return None, DROPPED
+    labels = [IGNORE_INDEX] * (len(prompt_ids) - 1) + ids[len(prompt_ids) :]
+    status = TRUNCATED if kept < len(response_ids) else KEPT
+    return {"input_ids": ids[:-1], "labels": labels}, status
+
+
+class PadPerBatch:
+    """Collate: right-pad a batch to its longest row (pad id, attention mask 0, label -100)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(row["input_ids"]) for row in rows)
+        shape = (len(rows), width)
+        ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros(shape, dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            ids[i, :n] = torch.as_tensor(row["input_ids"])
+            labels[i, :n] = torch.as_tensor(row["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class InstructDataModule(SplitDataModule):
+    """Prompt/response examples in the model's chat format, loss on the responses only."""
+
+    def __init__(
+        self,
+        tokenizer: str,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        dataset_name: str | None = None,
+        dataset_config: str | None = None,
+        split_names: Mapping[str, str] | None = None,
+        prompt_field: str = "prompt",
+        response_field: str = "response",
+        messages_field: str | None = None,
+        group_field: str | None = None,
+        system_prompt: str | None = None,
+        chat_template: bool | None = None,
+        max_seq_len: int = 256,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        n_train: int | None = None,
+        n_val: int | None = None,
+        n_test: int | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+        num_workers: int = 0,
+        vocab_size: int | None = None,
+        write_files: Callable[[], Any] | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        split_names = plain(split_names)  # checkpoints must load with weights_only
+        self.save_hyperparameters(ignore=["write_files"])
+        if (train_file is None) == (dataset_name is None):
+            raise ConfigError(
+                "give exactly one of data.train_file (a local CSV/JSONL/Parquet file) and "
+                "data.dataset_name (a hub id or a local dataset folder); set the other to null."
+            )
+        if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 2:
+            raise ConfigError(f"data.max_seq_len must be an integer >= 2, got {max_seq_len!r}.")
+        self.write_files = write_files
+        self.limits = {"train": n_train, "val": n_val, "test": n_test}
+        self.splits: dict[str, list[dict[str, list[int]]]] = {}
+        self.generation: dict[str, GenerationSet] = {}
+        # per split: examples read, kept whole, with the response cut, dropped
+        self.counts: dict[str, dict[str, int]] = {}
+        self._tokenizer: Any = None
+        self._formatter: ChatFormatter | None = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.hparams.tokenizer, self.hparams.vocab_size)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @property
+    def formatter(self) -> ChatFormatter:
+        if self._formatter is None:
+            self._formatter = ChatFormatter(self.tokenizer, self.hparams.chat_template)
+        return self._formatter
+
+    def prepare_data(self) -> None:
+        # runs on one process: writes the bundled dataset if its files are missing
+        if self.write_files is not None:
+            self.write_files()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # built once; fit then test reuses the same splits
+            return
+        self.prepare_data()  # cheap when done; lets setup() alone work, as tests call it
+        for name, ds in self._raw_splits().items():
+            self._encode(name, ds)
+
+    def _raw_splits(self) -> dict[str, Any]:
+        """Train/val/test rows, checked for their columns and capped at n_train/n_val/n_test."""
+        hp = self.hparams
+        with source.quiet_datasets():
+            if hp.train_file is not None:
+                files = {"train": hp.train_file, "val": hp.val_file, "test": hp.test_file}
+                raw = source.load_files(files, hp.cache_dir)
+                names = {stage: stage for stage in source.STAGES}
+            else:
+                raw = source.load_named(hp.dataset_name, hp.dataset_config, hp.cache_dir)
+                names = dict(hp.split_names or {})
+            splits = source.pick_splits(raw, names, hp.val_fraction, hp.test_fraction)
+        source.check_columns(splits, self._fields())
+        for name, ds in splits.items():
+            limit = self.limits[name]
+            if limit is not None and limit < len(ds):
+                # a seeded subset of train; the first rows of val and test, whatever the seed
+                ds = ds.shuffle(seed=hp.seed) if name == "train" else ds
+                splits[name] = ds.select(range(limit))
+        return splits
+
+    def _fields(self) -> dict[str, str | None]:
+        hp = self.hparams
+        if hp.messages_field:
+            fields = {"messages_field": hp.messages_field}
+        else:
+            fields = {"prompt_field": hp.prompt_field, "response_field": hp.response_field}
+        return {**fields, "group_field": hp.group_field}
+
+    def _encode(self, name: str, ds: Any) -> None:
+        """Masked examples of one split, its generation set, and the truncation counts."""
+        hp, fields = self.hparams, self._fields()
+        for key in ("prompt_field", "response_field"):
+            if key in fields:
+                source.check_texts(name, key, ds[fields[key]])
+        rows, prompts, prompt_ids, answers, groups = [], [], [], [], []
+        counts = {"examples": len(ds), KEPT: 0, TRUNCATED: 0, DROPPED: 0}
+        for index, row in enumerate(ds):
+            messages = conversation(row, name, index, fields, hp.system_prompt)
+            prompt, response = self.formatter.encode(messages)
+            example, status = masked_example(prompt, response, hp.max_seq_len)
+            counts[status] += 1
+            if example is None:
+                continue
+            rows.append(example)
+            prompts.append(messages[-2]["content"] if len(messages) > 1 else "")
+            prompt_ids.append(prompt)
+            answers.append(messages[-1]["content"])
+            if hp.group_field:
+                groups.append(str(row[hp.group_field]))
+        if not rows:
+            raise ConfigError(
+                f"every example of the {name} split is longer than data.max_seq_len="
+                f"{hp.max_seq_len} before its response begins; raise data.max_seq_len."
+            )
+        self.splits[name], self.counts[name] = rows, counts
+        self.generation[name] = GenerationSet(
+            prompts,
+            prompt_ids,
+            answers,
+            self.formatter.stop_ids,
+            self.tokenizer.pad_token_id,
+            self._decode,
+            groups or None,
+        )
+        log.info("instruct data, %s split: %s", name, counts)
+        if counts[TRUNCATED] or counts[DROPPED]:
+            log.warning(
+                "instruct data, %s split: %d of %d examples had their response cut at "
+                "data.max_seq_len=%d and %d were dropped (the prompt alone fills it); raise "
+                "data.max_seq_len to keep them whole",
+                name,
+                counts[TRUNCATED],
+                counts["examples"],
+                hp.max_seq_len,
+                counts[DROPPED],
+            )
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def generation_set(self, split: str) -> GenerationSet | None:
+        """Val/test prompts in the model's format and the answers exact match expects."""
+        self.setup()
+        return self.generation.get(split)
+
+    def sample_prompt(self) -> str | None:
+        self.setup()
+        return self.generation["val"].prompts[0]
+
+    @property
+    def collate_fn(self) -> PadPerBatch:
+        return PadPerBatch(self.tokenizer.pad_token_id)
+
+    # The tokenizer's identity travels inside every checkpoint of the run.
+    def state_dict(self) -> dict[str, Any]:
+        return tokenizer_state(self.tokenizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_tokenizer_state(state, self.tokenizer)

@@ -1,0 +1,226 @@
+"""Language-modelling text for a causal LM, tokenised with the model's own tokenizer, packed.
+
+The text comes from a bundled corpus (`data.corpus=a|b`), local files (`.txt`: each file is
+one document; CSV/JSONL/Parquet: one document per row of `data.text_field`) or a Hugging
+Face dataset (`data.dataset_name`). Every document is followed by the tokenizer's EOS and
+the documents of a split are joined into one stream of ids, cut into blocks of
+`data.block_size` ids: a batch is `{"input_ids": [B, T], "labels": [B, T]}`, labels being
+the inputs shifted by one id, so every id of the stream is a target once. Blocks may span
+documents (the EOS between them says where one ends), as in most LM pretraining.
+
+A split the source lacks is carved off the end of the train stream (val, then test, in
+that order), so no val or test id was ever a training target.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loralab.data import text_source as source
+from loralab.data.base import SplitDataModule
+from loralab.data.corpora import corpus_text
+from loralab.data.dataset import TensorDictDataset
+from loralab.data.hf_tokenizer import check_tokenizer_state, load_tokenizer, tokenizer_state
+from loralab.data.text import plain
+from loralab.errors import ConfigError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+def read_documents(stage: str, path: str, text_field: str, cache_dir: str | None) -> list[str]:
+    """The documents of one local file: a whole text file, or a column of a table file."""
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise MissingFileError(
+            f"data.{stage}_file: no file at {file}; point it at a .txt, CSV, JSONL or "
+            f"Parquet file{'' if stage == 'train' else f' (or set data.{stage}_file=null)'}."
+        )
+    if file.suffix.lower() in TEXT_SUFFIXES:
+        try:
+            return [file.read_text(encoding="utf-8")]
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"data.{stage}_file: {file} is not UTF-8 text (byte "
+                f"{error.object[error.start : error.end]!r} at offset {error.start}); "
+                "re-save the file as UTF-8."
+            ) from None
+    raw = source.load_files({stage: str(file)}, cache_dir)[stage]
+    return column_texts(stage, raw, text_field)
+
+
+def column_texts(stage: str, ds: Any, text_field: str) -> list[str]:
+    """The `text_field` column of a split, checked: a column that exists, rows with text."""
+    source.check_columns({stage: ds}, {"text_field": text_field})
+    texts = ds[text_field]
+    source.check_texts(stage, "text_field", texts)
+    return list(texts)
+
+
+def pack(streams: Sequence[Sequence[int]], eos_id: int) -> torch.Tensor:
+    """Documents' ids joined into one stream, each document followed by EOS."""
+    ids: list[int] = []
+    for doc in streams:
+        ids.extend(doc)
+        ids.append(eos_id)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def blocks(stream: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-id labels of every whole block of a stream, [n, block_size] each."""
+    n = (len(stream) - 1) // block_size
+    starts = torch.arange(n) * block_size
+    windows = stream[starts[:, None] + torch.arange(block_size + 1)]
+    return windows[:, :-1], windows[:, 1:]
+
+
+class LMTextDataModule(SplitDataModule):
+    """Packed blocks of text, tokenised with `data.tokenizer`, for causal language modelling."""
+
+    def __init__(
+        self,
+        tokenizer: str,
+        corpus: str | None = None,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        dataset_name: str | None = None,
+        dataset_config: str | None = None,
+        split_names: Mapping[str, str] | None = None,
+        text_field: str = "text",
+        block_size: int = 128,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        n_train: int | None = None,
+        n_val: int | None = None,
+        n_test: int | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+        num_workers: int = 0,
+        vocab_size: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        split_names = plain(split_names)  # checkpoints must load with weights_only
+        self.save_hyperparameters()
+        sources = {"corpus": corpus, "train_file": train_file, "dataset_name": dataset_name}
+        given = [key for key, value in sources.items() if value]
+        if len(given) != 1:
+            raise ConfigError(
+                "give exactly one text source: data.corpus (a or b), data.train_file (a .txt, "
+                "CSV, JSONL or Parquet file) or data.dataset_name; set the others to null "
+                f"(given: {', '.join(given) or 'none'})."
+            )
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
+            raise ConfigError(f"data.block_size must be an integer >= 2, got {block_size!r}.")
+        self.limits = {"train": n_train, "val": n_val, "test": n_test}
+        self.splits: dict[str, TensorDictDataset] = {}
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.hparams.tokenizer, self.hparams.vocab_size)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def documents(self) -> dict[str, list[str]]:
+        """Documents per stage; a stage the source lacks is missing from the dict."""
+        hp = self.hparams
+        if hp.corpus:
+            return {"train": [corpus_text(hp.corpus)]}
+        with source.quiet_datasets():
+            if hp.train_file:
+                files = {"train": hp.train_file, "val": hp.val_file, "test": hp.test_file}
+                return {
+                    stage: read_documents(stage, path, hp.text_field, hp.cache_dir)
+                    for stage, path in files.items()
+                    if path
+                }
+            raw = source.load_named(hp.dataset_name, hp.dataset_config, hp.cache_dir)
+            names = {**source.DEFAULT_SPLITS, **(hp.split_names or {})}
+            unknown = set(names) - set(source.STAGES)
+            if unknown or names["train"] not in raw:
+                raise ConfigError(
+                    f"data.split_names={dict(hp.split_names or {})} does not name the train "
+                    f"split of the dataset (splits: {', '.join(raw)}); set "
+                    "data.split_names.train (and val, test) to its split names."
+                )
+            return {
+                stage: column_texts(stage, raw[names[stage]], hp.text_field)
+                for stage in source.STAGES
+                if names[stage] in raw
+            }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # built once; fit then test reuses the same splits
+            return
+        hp = self.hparams
+        tokenizer = self.tokenizer
+        streams = {}
+        for name, docs in self.documents().items():
+            ids = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]
+            streams[name] = pack(ids, tokenizer.eos_token_id)
+        streams.update(self._carve(streams))
+        rng = torch.Generator().manual_seed(hp.seed)  # never the global RNG
+        for name in source.STAGES:
+            if len(streams[name]) < hp.block_size + 1:
+                raise ConfigError(
+                    f"the {name} split holds {len(streams[name])} tokens, fewer than "
+                    f"data.block_size + 1 = {hp.block_size + 1}; give more text or lower "
+                    "data.block_size."
+                )
+            inputs, labels = blocks(streams[name], hp.block_size)
+            limit = self.limits[name]
+            if limit is not None and limit < len(inputs):  # a seeded subset of whole blocks
+                keep = torch.randperm(len(inputs), generator=rng)[:limit].sort().values
+                inputs, labels = inputs[keep], labels[keep]
+            self.splits[name] = TensorDictDataset(input_ids=inputs, labels=labels)
+        sizes = {name: len(ds) for name, ds in self.splits.items()}
+        log.info("lm text: blocks of %d tokens per split %s", hp.block_size, sizes)
+
+    def _carve(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Val and test streams the source lacks, cut off the end of the train stream
+        (train, then val, then test), and what is left of train."""
+        hp = self.hparams
+        fractions = {"val": hp.val_fraction, "test": hp.test_fraction}
+        missing = [name for name in ("val", "test") if name not in streams]
+        for name in missing:
+            if not 0 < fractions[name] < 1:
+                raise ConfigError(
+                    f"the text has no {name} split and data.{name}_fraction={fractions[name]}; "
+                    f"give data.{name}_file or set data.{name}_fraction in (0, 1)."
+                )
+        if sum(fractions[name] for name in missing) >= 1:
+            raise ConfigError(
+                f"data.val_fraction + data.test_fraction must stay below 1 to leave training "
+                f"text, got {hp.val_fraction} + {hp.test_fraction}."
+            )
+        train, carved = streams["train"], {}
+        end = len(train)
+        for name in reversed(missing):  # test is the last region, val the one before it
+            size = round(len(train) * fractions[name])
+            carved[name], end = train[end - size : end], end - size
+        carved["train"] = train[:end]
+        return carved
+
+    def sample_prompt(self, n_tokens: int = 16) -> str:
+        """A fixed prompt in the style of this text: the start of the validation split."""
+        self.setup()
+        return self.tokenizer.decode(self.splits["val"][0]["input_ids"][:n_tokens])
+
+    # The tokenizer's identity travels inside every checkpoint of the run.
+    def state_dict(self) -> dict[str, Any]:
+        return tokenizer_state(self.tokenizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_tokenizer_state(state, self.tokenizer)

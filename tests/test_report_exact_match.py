@@ -1,0 +1,28 @@
+"""The report compares instruction-tuned LLM runs on exact match, in points, base included."""
+
+from __future__ import annotations
+
+import pytest
+from tests.test_report import classifier, fake_run
+
+from loralab.report import build_report, collect_runs
+from loralab.report.quality import EXACT_MATCH, choose_quality
+
+
+def test_llm_runs_are_compared_on_exact_match_in_points(tmp_path):
+    sweep = tmp_path / "llm"
+    runs = [("full", "full", None, 0.62), ("lora_r8_a16_qv", "lora", 8, 0.58)]
+    for job, (name, adapter, rank, em) in enumerate(runs):
+        summary = classifier(name, adapter, rank, 1000, 0, 0)
+        summary["metrics"] = {"val/ppl": 1.4, "test/ppl": 1.5, "test/exact_match": em}
+        fake_run(sweep, job, summary, {"val/exact_match": [(50, em - 0.1), (100, em)]})
+    base = classifier("base", "full", None, 1000, 0, 0)
+    base.update(global_step=0, metrics={"test/ppl": 9.0, "test/exact_match": 0.0})
+    fake_run(sweep, 2, base)
+    collected = collect_runs(sweep)
+    assert choose_quality(collected) is EXACT_MATCH  # before perplexity, which they log too
+    assert EXACT_MATCH.best_val(collected[0]) == pytest.approx(0.62)
+    assert EXACT_MATCH.describe_gap(0.58, 0.62) == "4.0 points worse than"
+    text = build_report(sweep).read_text()
+    assert "test exact match" in text and "| 62.0% |" in text and "| 58.0% |" in text
+    assert "Without fine-tuning, base scores 0.0%." in text

