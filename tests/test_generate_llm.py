@@ -103,3 +103,65 @@ def test_generate_cli_prints_the_answer(instruct_run, tmp_path):
     )
     saved = json.loads((tmp_path / OUTPUT_FILE).read_text())
     assert saved["text"] in proc.stdout
+
+
+def test_the_merged_run_is_a_folder_that_from_pretrained_loads_and_answers_the_same(
+    instruct_run, tmp_path, monkeypatch
+):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loralab.merge import merge
+
+    folder = tmp_path / "merged"
+    merge(compose_config("merge", [f"ckpt_path={instruct_run['ckpt']}", f"output={folder}"],
+                         tmp_path / "m"))  # fmt: skip
+    prompt = ["prompt=What is 12 + 30?", "max_new_tokens=8"]
+    adapter, seen = run_generate(tmp_path / "a", monkeypatch, f"ckpt_path={instruct_run['ckpt']}",
+                                 *prompt, "system_prompt=Be brief.")  # fmt: skip
+    merged, _ = run_generate(tmp_path / "b", monkeypatch, f"ckpt_path={folder}", *prompt,
+                             "system_prompt=Be brief.")  # fmt: skip
+    assert merged["text"] == adapter["text"]  # the folder's chat template is the run's
+
+    # transformers alone, on the very prompt ids the run was given
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids = torch.tensor([seen[0]])
+    out = model.generate(
+        ids, max_new_tokens=8, do_sample=False, eos_token_id=model.config.eos_token_id
+    )
+    new = out[0, ids.shape[1] :]
+    assert (
+        AutoTokenizer.from_pretrained(folder).decode(new, skip_special_tokens=True)
+        == adapter["text"]
+    )
+    # and the folder holds the trained update folded in, not the base as it was
+    base = AutoModelForCausalLM.from_pretrained(instruct_run["model"])
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    merged_q, base_q = model.state_dict()[q_proj], base.state_dict()[q_proj]
+    assert (merged_q - base_q).abs().max() > 1e-4
+
+
+def test_the_exported_run_loads_with_autopeftmodel_for_causal_lm(instruct_run, tmp_path):
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from loralab.export import export
+    from loralab.run.builder import load_run
+
+    output = tmp_path / "peft"
+    export(compose_config("export", [f"ckpt_path={instruct_run['ckpt']}", f"output={output}"],
+                          tmp_path / "e"))  # fmt: skip
+    config = json.loads((output / "adapter_config.json").read_text())
+    assert config["task_type"] == "CAUSAL_LM"
+    loaded = peft.AutoPeftModelForCausalLM.from_pretrained(output).eval()
+    run = load_run(instruct_run["ckpt"]).model.eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        expected = run(input_ids=ids).logits
+        found = loaded(input_ids=ids).logits
+    assert (found - expected).abs().max() <= 1e-5
+    # training moved the adapter off its zero start: equal logits are not the base's by chance
+    base = AutoModelForCausalLM.from_pretrained(instruct_run["model"]).eval()
+    with torch.no_grad():
+        assert (base(input_ids=ids).logits - expected).abs().max() > 1e-3
