@@ -68,6 +68,7 @@ class Case:
 
 
 TRAIN, EVAL, MERGE, GENERATE = "loralab.train", "loralab.eval", "loralab.merge", "loralab.generate"
+EXPORT = "loralab.export"
 BASE = "model.checkpoint={base}"
 CHAR = ["data=char_text", "model=tiny_gpt", "task=language_modeling", "adapter.trainable=[]"]
 CSV = [
@@ -85,12 +86,16 @@ CASES = [
     Case("merge-pickle-payload", MERGE, ["ckpt_path={payload}", "output={out}/m.safetensors"],
          "ckpt_path"),
     Case("generate-pickle-payload", GENERATE, ["ckpt_path={payload}"], "ckpt_path"),
+    Case("export-pickle-payload", EXPORT, ["ckpt_path={payload}", "output={out}/peft"],
+         "ckpt_path"),
     Case("resume-pickle-payload", TRAIN, [*QUICK, BASE, "ckpt_path=last",
          "hydra.run.dir={killed_payload}"], "ckpt_path"),
     # corrupt, truncated or foreign files
     Case("eval-truncated", EVAL, ["ckpt_path={truncated}"], "ckpt_path"),
     Case("eval-not-a-checkpoint", EVAL, ["ckpt_path={text_ckpt}"], "ckpt_path"),
     Case("merge-truncated", MERGE, ["ckpt_path={truncated}", "output={out}/m.safetensors"],
+         "ckpt_path"),
+    Case("export-truncated", EXPORT, ["ckpt_path={truncated}", "output={out}/peft"],
          "ckpt_path"),
     Case("generate-corrupt-backbone", GENERATE, ["ckpt_path={garbage_backbone}"], "ckpt_path"),
     Case("resume-truncated", TRAIN, [*QUICK, BASE, "ckpt_path=last",

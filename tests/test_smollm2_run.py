@@ -1,5 +1,6 @@
 """The real SmolLM2-135M-Instruct, offline, for a few steps of the LLM experiment: the loss
-falls and exact match is computed on generated answers. (Slow: a 135M model on a CPU.)"""
+falls, exact match is computed on generated answers and general prose is scored before and
+after. (Slow: a 135M model on a CPU.)"""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def test_a_few_lora_steps_on_smollm2_lower_the_loss_and_score_answers(train_cfg,
     assert metrics["val/loss"] < 0.8 * metrics["val/loss_start"]  # 6 steps of LoRA r=8 on q, v
     for split in ("val", "test"):
         assert 0.0 <= metrics[f"{split}/exact_match"] <= 1.0
+    # forgetting: general prose scored with the model's tokenizer before and after
+    assert 1.0 < metrics["source/ppl_start"] < 100.0 and 1.0 < metrics["source/ppl"] < 100.0
+    assert metrics["source/ppl"] != metrics["source/ppl_start"]
     summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
     assert summary["trainable_params"] == 30 * 2 * 8 * (
         576 + 576 // 3 + 576
