@@ -111,7 +111,7 @@ CASES = [
          says=["ckpt_path=last", "a new folder"]),
     Case("resume-other-config", TRAIN, [*TINY, *QUICK, BASE, "adapter.rank=4", "ckpt_path=last",
          "hydra.run.dir={resumed_run}"], "adapter.rank"),
-    Case("sweep-all-failed", TRAIN, ["-m", "experiment=charlm_lora_vs_full",
+    Case("sweep-all-failed", TRAIN, ["-m", "experiment=charlm_lora_vs_full", "seed=1",
          "paths.checkpoint_dir={no_base}/checkpoints", *QUICK, "hydra.sweep.dir={out}/sweep"],
          "hydra.sweep.dir", says=["every run of this sweep failed"]),
     # bad values and keys

@@ -87,11 +87,15 @@ def test_pretrain_charlm_writes_its_tokenizer_only_with_its_backbone(tmp_path):
 def test_the_makefiles_dependency_rule_passes_overwrite_and_says_so():
     for target in ("checkpoints/tiny_encoder.safetensors", "checkpoints/tiny_gpt.safetensors"):
         dry = subprocess.run(
-            ["make", "-n", "-B", target], cwd=project_root(), capture_output=True, text=True
+            ["make", "--no-print-directory", "-n", "-B", target],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
         ).stdout
         assert "overwrite=true" in dry.splitlines()[-1], dry
         assert "pretraining again and replacing it (overwrite=true)" in dry
-    dry = subprocess.run(["make", "-n", "pretrain"], cwd=project_root(), capture_output=True,
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "pretrain"], cwd=project_root(),
+                         capture_output=True,
                          text=True).stdout  # fmt: skip
     assert "overwrite" not in dry.splitlines()[-1]  # make pretrain itself refuses
 

@@ -46,7 +46,6 @@ def test_a_few_lora_steps_on_smollm2_lower_the_loss_and_score_answers(train_cfg,
     assert 1.0 < metrics["source/ppl_start"] < 100.0 and 1.0 < metrics["source/ppl"] < 100.0
     assert metrics["source/ppl"] != metrics["source/ppl_start"]
     summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
-    assert summary["trainable_params"] == 30 * 2 * 8 * (
-        576 + 576 // 3 + 576
-    )  # q: 576->576, v: 576->192
+    # 30 layers, r=8: A and B of q (576 -> 576) and of v (576 -> 192, 3 of 9 heads' width)
+    assert summary["trainable_params"] == 30 * 8 * ((576 + 576) + (576 + 192))
     assert summary["global_step"] == 6
