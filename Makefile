@@ -105,7 +105,7 @@ generate: $(INSTALLED) ## sample text: make generate CKPT=checkpoints/tiny_gpt.s
 	$(PY) -m loralab.generate ckpt_path=$(CKPT) $(ARGS)
 
 test: $(INSTALLED) ## the whole test suite, end-to-end CLI runs included
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(INSTALLED) ## the suite without the slow end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
