@@ -14,18 +14,11 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from bench_peft import MINILM_SHAPE  # scripts/ is on a script's path
 
 from loralab.lora import apply_adapter
 from loralab.lora.identity import base_identity
 from loralab.measure.step import time_call
-
-MINILM_SHAPE = {
-    "vocab_size": 30522,
-    "hidden_size": 384,
-    "num_hidden_layers": 6,
-    "num_attention_heads": 12,
-    "intermediate_size": 1536,
-}
 
 
 def minilm(random_init: bool) -> torch.nn.Module:

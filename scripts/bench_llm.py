@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import multiprocessing
 import resource
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_peft import alternate, synchronized  # scripts/ is on the path of a script
+from bench_peft import alternate, report_ratios, synchronized  # scripts/ is on a script's path
 from torch import nn
 
 from loralab.lora import apply_adapter, lora_layers
@@ -172,15 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    ratios = run(args)
-    print(f"{'ratio':<38}{'value':>8}{'target':>10}")
-    for name, value in ratios.items():
-        target = TARGETS_BY_RATIO.get(name)
-        verdict = "" if target is None else ("  ok" if value <= target else "  MISSED")
-        shown = "" if target is None else f"<= {target:.2f}"
-        print(f"{name:<38}{value:>8.3f}{shown:>10}{verdict}")
-    if args.json:
-        args.json.write_text(json.dumps(ratios, indent=2))
+    report_ratios(run(args), TARGETS_BY_RATIO, args.json)
 
 
 if __name__ == "__main__":

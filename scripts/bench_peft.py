@@ -250,6 +250,21 @@ TARGETS_BY_RATIO = {
 }
 
 
+def report_ratios(
+    ratios: dict[str, float], targets: dict[str, float], json_path: Path | None = None
+) -> None:
+    """Print each ratio beside its target (ok / MISSED); also write them to `json_path`."""
+    width = max(len("ratio"), *map(len, ratios)) + 4
+    print(f"{'ratio':<{width}}{'value':>8}{'target':>10}")
+    for name, value in ratios.items():
+        target = targets.get(name)
+        verdict = "" if target is None else ("  ok" if value <= target else "  MISSED")
+        shown = "" if target is None else f"<= {target:.2f}"
+        print(f"{name:<{width}}{value:>8.3f}{shown:>10}{verdict}")
+    if json_path:
+        json_path.write_text(json.dumps(ratios, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -264,15 +279,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    ratios = run(args)
-    print(f"{'ratio':<34}{'value':>8}{'target':>10}")
-    for name, value in ratios.items():
-        target = TARGETS_BY_RATIO.get(name)
-        verdict = "" if target is None else ("  ok" if value <= target else "  MISSED")
-        shown = "" if target is None else f"<= {target:.2f}"
-        print(f"{name:<34}{value:>8.3f}{shown:>10}{verdict}")
-    if args.json:
-        args.json.write_text(json.dumps(ratios, indent=2))
+    report_ratios(run(args), TARGETS_BY_RATIO, args.json)
 
 
 if __name__ == "__main__":
