@@ -195,7 +195,21 @@ def transformers_conv1d() -> tuple[type[nn.Module], ...]:
     return (module.Conv1D,) if module is not None else ()
 
 
-class Conv1DType(LinearType):
+class InputMajorWeight:
+    """A layer whose weight is stored (in, out), the transpose of Linear's (out, in): GPT-2's
+    Conv1D (x @ W) and Embedding (a row per input id). Output channels are its columns."""
+
+    def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
+        return (lora_b @ lora_a).t()
+
+    def rows(self, weight: Tensor) -> Tensor:
+        return weight.t()
+
+    def scale_rows(self, weight: Tensor, scale: Tensor) -> Tensor:
+        return weight * scale.to(weight.dtype)[None, :]
+
+
+class Conv1DType(InputMajorWeight, LinearType):
     """transformers' `Conv1D` (GPT-2's c_attn, c_proj, c_fc): y = x W + b, W is in x out.
 
     A linear layer whose weight is stored transposed, so A and B are exactly Linear's and so
@@ -215,15 +229,6 @@ class Conv1DType(LinearType):
             return base.in_features, base.out_features
         return base.nx, base.nf
 
-    def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
-        return (lora_b @ lora_a).t()
-
-    def rows(self, weight: Tensor) -> Tensor:
-        return weight.t()
-
-    def scale_rows(self, weight: Tensor, scale: Tensor) -> Tensor:
-        return weight * scale.to(weight.dtype)[None, :]
-
     def without_bias(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
         return x @ weight
 
@@ -237,7 +242,7 @@ class Conv1DType(LinearType):
         return conv
 
 
-class EmbeddingType(LayerType):
+class EmbeddingType(InputMajorWeight, LayerType):
     """`nn.Embedding`: row i of W (num x dim) is token i's vector; LoRA adds row i of (B A)^T.
 
     As in PEFT (`lora_embedding_A`, r x num; `lora_embedding_B`, dim x r), the update is
@@ -283,15 +288,6 @@ class EmbeddingType(LayerType):
         scaling: float,
     ) -> Tensor:
         return add_through_rank(result, self.lookup(base, x, lora_a), lora_b, scaling)
-
-    def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
-        return (lora_b @ lora_a).t()
-
-    def rows(self, weight: Tensor) -> Tensor:
-        return weight.t()
-
-    def scale_rows(self, weight: Tensor, scale: Tensor) -> Tensor:
-        return weight * scale.to(weight.dtype)[None, :]
 
     def without_bias(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
         return F.embedding(x, weight, padding_idx=base.padding_idx)
