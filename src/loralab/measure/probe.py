@@ -10,6 +10,10 @@ point's figure is its fastest step: other processes can only make a step slower,
 faster, so on a busy machine the fastest of many interleaved steps is the step's own cost
 (the median is given beside it, and on a quiet machine the two agree).
 
+The timed rounds fit a time budget (`BUDGET_S`): where 7 rounds of 4 steps of every point
+would take longer (a sweep of a 135M LLM: ~3 s a step), a round times fewer steps, then
+there are fewer rounds, never under 3 rounds of one step; the schedule used is recorded.
+
 It also counts each point's step memory exactly (weights, gradients, optimizer state and
 saved activations; `measure_step_memory`), which a process's resident memory cannot tell.
 This is the `make bench` method (scripts/bench.py) applied to the points of a sweep.
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 ROUNDS = 7
 STEPS_PER_ROUND = 4
+MIN_ROUNDS = 3
+# seconds the timed rounds may take, all points together (warmup and memory steps aside)
+BUDGET_S = 60.0
 WARMUP_STEPS = 2
 CHECKPOINTS = ("best.ckpt", "last.ckpt")
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
@@ -125,6 +132,34 @@ class TrainingStep:
             torch.cuda.synchronize(self.device)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How many rounds the probe times, and how many steps of each point a round holds."""
+
+    rounds: int = ROUNDS
+    steps_per_round: int = STEPS_PER_ROUND
+
+    def fitted(self, round_s: float, budget_s: float | None) -> Schedule:
+        """This schedule cut to `budget_s` seconds, where one step of every point takes
+        `round_s`: fewer steps per round first, then fewer rounds, down to MIN_ROUNDS x 1."""
+        if budget_s is None or self.rounds * self.steps_per_round * round_s <= budget_s:
+            return self
+        per_round = int(budget_s // (self.rounds * round_s))
+        if per_round >= 1:
+            return Schedule(self.rounds, min(per_round, self.steps_per_round))
+        fewest = min(MIN_ROUNDS, self.rounds)
+        return Schedule(min(self.rounds, max(fewest, int(budget_s // round_s))), 1)
+
+
+@dataclass
+class ProbeResult:
+    """Every probed point's step, the points that could not be rebuilt, and the schedule."""
+
+    results: dict[str, StepProbe]
+    errors: dict[str, str]
+    schedule: Schedule
+
+
 def timed_rounds(
     steps: Mapping[str, Callable[[], None]], rounds: int, steps_per_round: int
 ) -> dict[str, list[list[float]]]:
@@ -149,13 +184,18 @@ def error_sentence(error: BaseException) -> str:
 
 def probe(
     configs: Mapping[str, DictConfig],
-    rounds: int = ROUNDS,
-    steps_per_round: int = STEPS_PER_ROUND,
-) -> tuple[dict[str, StepProbe], dict[str, str]]:
-    """Each named run config's step time (interleaved) and step memory; and what failed."""
+    schedule: Schedule = Schedule(),
+    budget_s: float | None = BUDGET_S,
+) -> ProbeResult:
+    """Each named run config's step time (interleaved) and step memory; and what failed.
+
+    The schedule is cut to `budget_s` seconds of timed steps (None: no limit), judged by
+    each point's last warmup step.
+    """
     steps: dict[str, TrainingStep] = {}
     memories: dict[str, StepMemory] = {}
     errors: dict[str, str] = {}
+    warm_s: dict[str, float] = {}
     for name, cfg in configs.items():
         try:
             torch.manual_seed(int(cfg.get("seed") or 0))
@@ -163,12 +203,22 @@ def probe(
             # on a copy of the untouched task (a stepped one holds metric states with graphs)
             memories[name] = measure_step_memory(step.task, step.loss)
             for _ in range(WARMUP_STEPS):
+                start = time.perf_counter()
                 step()
+                warm_s[name] = time.perf_counter() - start
             steps[name] = step
         except Exception as error:  # noqa: BLE001 - one point that cannot be rebuilt is reported
             errors[name] = error_sentence(error)
             log.warning("the probe skips %s: %s", name, errors[name])
-    times = timed_rounds(steps, rounds, steps_per_round)
+    schedule = schedule.fitted(sum(warm_s.values()), budget_s)
+    if steps:
+        log.info(
+            "probe: %d rounds of %d steps of %d points",
+            schedule.rounds,
+            schedule.steps_per_round,
+            len(steps),
+        )
+    times = timed_rounds(steps, schedule.rounds, schedule.steps_per_round)
     results = {}
     for name, step in steps.items():
         memory = memories[name]
@@ -184,4 +234,4 @@ def probe(
             batch_shape=list(step.batch["input_ids"].shape),
             device=str(step.device),
         )
-    return results, errors
+    return ProbeResult(results, errors, schedule)

@@ -41,7 +41,7 @@ SPEED_NOTE = (
     "The *probe* columns come from a short interleaved probe run after the sweep "
     "(`loralab.measure.probe`): each point's run is rebuilt from its stored config and its "
     "training step (forward, backward, optimizer step on one batch) is timed in turns with "
-    "every other point's, {rounds} rounds of {steps} steps, in one process, so machine load "
+    "every other point's, {rounds} rounds of {steps} steps (as many as fit the probe's time budget), in one process, so machine load "
     "hits every point alike. *Step* is the fastest of its timed steps: other processes can "
     "make a step slower, never faster, so the fastest is the step's own cost (the median is "
     "beside it; on a quiet machine they agree). Step memory is counted exactly from the "

@@ -99,8 +99,15 @@ def speed_probe(points: Sequence[Point], sweep_dir: Path, mode: str = "auto") ->
         except Exception as error:  # noqa: BLE001 - a point that cannot be rebuilt is reported
             errors[label] = error_sentence(error)
     log.info("probing the training step of %d points, interleaved", len(configs))
-    results, failed = probe(configs)
-    result = SpeedProbe(results, {**errors, **failed}, runs)
+    probed = probe(configs)
+    schedule = probed.schedule
+    result = SpeedProbe(
+        probed.results,
+        {**errors, **probed.errors},
+        runs,
+        schedule.rounds,
+        schedule.steps_per_round,
+    )
     write_json(sweep_dir / PROBE_FILE, result.to_dict())
     return result
 
