@@ -61,6 +61,16 @@ def test_nf4_levels_are_the_published_normal_float_values() -> None:
     assert NF4_MAX_HALF_GAP == pytest.approx((1.0 - 0.6961928009986877) / 2, abs=1e-6)
 
 
+def test_nf4_weights_on_the_levels_come_back_exactly_in_their_places() -> None:
+    # every level at every position of a byte (high and low nibble), in blocks of absmax 2
+    codes = torch.randint(0, 16, (6, 64), generator=torch.Generator().manual_seed(0))
+    codes[:, 0] = 15  # each block holds the largest level, so its absmax is exactly 2
+    weight = 2 * NF4_LEVELS[codes]
+    q = quantize(weight, "nf4")
+    assert q.codes.numel() == weight.numel() // 2
+    assert torch.equal(dequantize(q), weight)
+
+
 def test_nf4_error_is_within_half_the_widest_level_gap_times_the_block_absmax() -> None:
     weight = pretrained_like_weight()
     q = quantize(weight, "nf4")
