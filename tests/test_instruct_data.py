@@ -97,12 +97,58 @@ def test_without_a_chat_template_the_plain_template_ends_responses_with_eos(tmp_
 def test_batches_are_padded_to_their_longest_row_with_ignored_labels(tmp_path):
     dm = datamodule(tmp_path)
     batch = next(iter(dm.val_dataloader()))
-    lengths = [len(r["input_ids"]) for r in dm.splits["val"]]
+    # val is read shortest first (data.group_by_length): the batch's rows in length order
+    lengths = sorted(len(r["input_ids"]) for r in dm.splits["val"])
     assert batch["input_ids"].shape == (4, max(lengths)) == batch["labels"].shape
     for i, n in enumerate(lengths):
         assert batch["attention_mask"][i].sum() == n
         assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
         assert (batch["input_ids"][i, n:] == dm.tokenizer.pad_token_id).all()
+
+
+def test_grouped_batches_pad_less_and_hold_the_same_examples(tmp_path):
+    files = ensure_instruction_dataset(tmp_path / "instruct", n_train=256, n_val=32, n_test=8)
+    write_tokenizer(tmp_path / "tok")
+
+    def built(group: bool) -> InstructDataModule:
+        dm = InstructDataModule(
+            tokenizer=str(tmp_path / "tok"),
+            train_file=str(files["train"]),
+            val_file=str(files["validation"]),
+            test_file=str(files["test"]),
+            batch_size=8,
+            group_by_length=group,
+        )
+        dm.setup()
+        return dm
+
+    def padded(batches: list) -> int:
+        return sum(b["input_ids"].numel() for b in batches)
+
+    def rows(batches: list) -> list[tuple[int, ...]]:
+        return sorted(
+            tuple(ids[mask.bool()].tolist())
+            for b in batches
+            for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)
+        )
+
+    plain, grouped = built(False), built(True)
+    plain_train, grouped_train = list(plain.train_dataloader()), list(grouped.train_dataloader())
+    assert rows(grouped_train) == rows(plain_train) and len(grouped_train) == len(plain_train)
+    assert padded(grouped_train) < 0.95 * padded(plain_train)
+    # grouped training batches are still shuffled: their widths are not in order
+    train_widths = [b["input_ids"].shape[1] for b in grouped_train]
+    assert train_widths != sorted(train_widths)
+
+    # val is read shortest first either way: its examples, in batches padding less than
+    # the file's order would
+    val = list(plain.val_dataloader())
+    lengths = [len(r["input_ids"]) for r in plain.splits["val"]]
+    in_file_order = sum(8 * max(lengths[i : i + 8]) for i in range(0, len(lengths), 8))
+    assert rows(val) == sorted(tuple(r["input_ids"]) for r in plain.splits["val"])
+    assert padded(val) < in_file_order
+    widths = [b["input_ids"].shape[1] for b in val]
+    assert widths == sorted(widths)
 
 
 def test_a_system_prompt_and_a_messages_column(tmp_path):

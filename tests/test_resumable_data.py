@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from loralab.data import CharTextDataModule, SyntheticDataModule
-from loralab.data.loaders import ResumableDataLoader
+from loralab.data.loaders import EpochShuffleSampler, LengthGroupedSampler, ResumableDataLoader
 
 
 def synthetic(tmp_path: Path) -> SyntheticDataModule:
@@ -120,3 +120,32 @@ def test_the_shuffle_order_is_a_function_of_seed_and_epoch(name, tmp_path):
     val.setup("fit")
     a, b = (next(iter(val.val_dataloader()))["input_ids"] for _ in range(2))
     assert torch.equal(a, b)
+
+
+def test_length_grouped_batches_are_alike_in_length_and_a_function_of_seed_and_epoch():
+    lengths = torch.randint(5, 80, (203,), generator=torch.Generator().manual_seed(0)).tolist()
+    data = list(range(len(lengths)))
+
+    def order(seed: int, epoch: int, grouped: bool = True) -> list[int]:
+        sampler = (
+            LengthGroupedSampler(data, seed, lengths, batch_size=8)
+            if grouped
+            else EpochShuffleSampler(data, seed)
+        )
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    def padded(indices: list[int]) -> int:
+        batches = [indices[i : i + 8] for i in range(0, len(indices), 8)]
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    grouped = order(3, 0)
+    assert sorted(grouped) == data  # every example once
+    assert grouped == order(3, 0) and grouped != order(3, 1) and grouped != order(4, 0)
+    # in each group of 8 batches, the same examples as the plain shuffle's, batched by length
+    plain = order(3, 0, grouped=False)
+    for start in range(0, len(data), 64):
+        assert sorted(grouped[start : start + 64]) == sorted(plain[start : start + 64])
+    assert padded(grouped) < 0.8 * padded(plain)
+    # the short last batch (203 = 25 x 8 + 3) stays last
+    assert len(set(grouped[-3:]) & set(plain[192:])) == 3

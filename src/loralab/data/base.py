@@ -100,6 +100,11 @@ class SplitDataModule(L.LightningDataModule):
     def collate_fn(self) -> Callable[[list[Any]], Any] | None:
         return None
 
+    def example_lengths(self, split: str) -> Sequence[int] | None:
+        """Each example's length, for data whose batches pad to their longest row: its
+        loaders then batch examples of similar length. None: examples of one length."""
+        return None
+
     def split_size(self, split: str) -> int | None:
         """Examples in a built split (None before `setup`): the n of a test accuracy."""
         dataset = getattr(self, "splits", {}).get(split)
@@ -113,6 +118,7 @@ class SplitDataModule(L.LightningDataModule):
             seed=self.hparams.seed,
             num_workers=self.hparams.num_workers,
             collate_fn=self.collate_fn,
+            lengths=self.example_lengths(split),
         )
 
     def train_dataloader(self) -> DataLoader:

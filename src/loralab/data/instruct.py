@@ -6,7 +6,11 @@ classification: `data.prompt_field` and `data.response_field` name the columns, 
 response. Each example is formatted by `ChatFormatter` (the tokenizer's chat template, or a
 plain one) and becomes `input_ids` plus next-token `labels` in which every prompt position
 is -100: the loss counts the response (and its end-of-turn token) only. Batches are padded
-per batch to their longest row (padding: -100 labels, attention mask 0).
+per batch to their longest row (padding: -100 labels, attention mask 0). Val and test are
+read shortest first, so their batches pad little; `data.group_by_length=true` batches the
+training examples by length too (`loralab.data.loaders.LengthGroupedSampler`), at a price:
+examples alike in length are often alike in kind (the bundled families differ in length, so
+its grouped batches hold 1.4 of the 4 families on average instead of 3.5).
 
 Truncation at `data.max_seq_len` never removes a response silently: an example whose
 response is cut is kept and counted as truncated, one whose prompt alone fills the length
@@ -99,6 +103,7 @@ class InstructDataModule(SplitDataModule):
         n_val: int | None = None,
         n_test: int | None = None,
         batch_size: int = 8,
+        group_by_length: bool = False,
         seed: int = 0,
         num_workers: int = 0,
         vocab_size: int | None = None,
@@ -245,6 +250,13 @@ class InstructDataModule(SplitDataModule):
     @property
     def collate_fn(self) -> PadPerBatch:
         return PadPerBatch(self.tokenizer.pad_token_id)
+
+    def example_lengths(self, split: str) -> list[int] | None:
+        # val and test always (read shortest first: the same loss, less padding); train only
+        # when asked, for grouped batches are alike in length and so, often, in kind
+        if split == "train" and not self.hparams.group_by_length:
+            return None
+        return [len(row["input_ids"]) for row in self.splits[split]]
 
     # The tokenizer's identity travels inside every checkpoint of the run.
     def state_dict(self) -> dict[str, Any]:
