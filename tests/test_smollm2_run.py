@@ -33,7 +33,6 @@ def test_a_few_lora_steps_on_smollm2_lower_the_loss_and_score_answers(train_cfg,
         "data.n_test=8",
         "task.val_generations=8",
         "task.max_new_tokens=12",
-        "trainer.val_check_interval=1.0",
         "logger=[]",
         tiny=False,
     )
