@@ -37,7 +37,7 @@ def merge_and_unwrap(model: nn.Module) -> nn.Module:
     quantized = sum(1 for m in model.modules() if isinstance(m, QuantizedLinear))
     wrapped = list(lora_layers(model))
     for name, layer in wrapped:
-        layer.merge()
+        layer.merge(warn=False)  # the layers become float below, which the warning says
         base = dequantized(layer.base) if isinstance(layer.base, QuantizedLinear) else layer.base
         replace_module(model, name, base)
     # the frozen layers no adapter wraps

@@ -21,6 +21,7 @@ from loralab.errors import AdapterConfigError
 from loralab.lora.layer import LoRALayer, validate_lora_settings
 from loralab.lora.layer_types import layer_type_of
 from loralab.lora.params import count_parameters
+from loralab.lora.quantized_linear import warn_merged_in_float
 from loralab.lora.targets import as_patterns, find_target_modules, match_any, resolve_trainable
 from loralab.lora.variants import (
     FULL,
@@ -212,8 +213,10 @@ def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALayer]]:
 
 def merge_lora(model: nn.Module) -> None:
     """Fold every adapter into its base weight: same outputs, no extra inference cost."""
-    for _, layer in lora_layers(model):
-        layer.merge()
+    layers = [layer for _, layer in lora_layers(model)]
+    for layer in layers:
+        layer.merge(warn=False)
+    warn_merged_in_float(layer.base for layer in layers)
 
 
 def unmerge_lora(model: nn.Module) -> None:

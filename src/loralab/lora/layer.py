@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from loralab.errors import AdapterConfigError
 from loralab.lora.layer_types import LayerType, layer_type_of
-from loralab.lora.quantized_linear import QuantizedLinear
+from loralab.lora.quantized_linear import QuantizedLinear, warn_merged_in_float
 
 SCALING_RULES = ("standard", "rs")
 
@@ -178,13 +178,19 @@ class LoRALayer(nn.Module):
         return merged_weight - self.delta_weight().to(merged_weight.dtype)
 
     @torch.no_grad()
-    def merge(self) -> None:
-        """Fold the update into W so inference costs one matmul; a second call does nothing."""
+    def merge(self, warn: bool = True) -> None:
+        """Fold the update into W so inference costs one matmul; a second call does nothing.
+
+        A quantized base keeps the merged weight in float and says so (`warn`; a model-wide
+        merge says it once for all its layers).
+        """
         if self.merged:
             return
         if isinstance(self.base, QuantizedLinear):
-            # never requantize silently: the merged weight stays in full precision (it warns)
+            # never requantize silently: the merged weight stays in full precision
             self.base.hold_merged(self.fold_into(self.base.dequantize()))
+            if warn:
+                warn_merged_in_float([self.base])
         else:
             self.base.weight.copy_(self.fold_into(self.base.weight))
         self.merged = True

@@ -14,6 +14,7 @@ registered layer type the quantized layer stands in for.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -87,26 +88,22 @@ class QuantizedLinear(nn.Module):
 
     @torch.no_grad()
     def hold_merged(self, weight: Tensor) -> None:
-        """Keep a merged weight in full precision instead of requantizing it, and say so.
+        """Keep a merged weight in full precision instead of requantizing it.
 
         Requantizing W + update would round it to the format's grid again and lose part of
-        the update without a word; the merged layer therefore costs full-precision memory.
+        the update without a word; the merged layer therefore costs full-precision memory,
+        which `warn_merged_in_float` says.
         """
-        if not self.warned_about_merging:
-            linear = self.as_out_by_in(weight)
-            error = (dequantize(quantize(linear, self.fmt, self.double_quant)) - linear).abs().max()
-            log.warning(
-                "merging into a base stored as %s: the weight is dequantized and the merged "
-                "result kept in float (%d bytes instead of %d); requantizing it to %s would "
-                "change it by up to %.3g (max abs)",
-                self.fmt,
-                weight.numel() * weight.element_size(),
-                self.stored_bytes(),
-                self.fmt,
-                float(error),
-            )
-            self.warned_about_merging = True  # once per layer: merges may repeat in a check
         self.dense_weight = weight
+
+    @torch.no_grad()
+    def requantization_error(self) -> float:
+        """max |W - quantize(W)| of the merged weight held in float: what requantizing loses."""
+        if self.dense_weight is None:
+            return 0.0
+        linear = self.as_out_by_in(self.dense_weight)
+        requantized = dequantize(quantize(linear, self.fmt, self.double_quant))
+        return float((requantized - linear).abs().max())
 
     def release_merged(self) -> None:
         """Back to the stored codes, which the merge never changed."""
@@ -119,3 +116,33 @@ class QuantizedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"{self.fmt}{dq}{layout}"
         )
+
+
+def warn_merged_in_float(layers: Iterable[nn.Module]) -> None:
+    """One warning for the quantized layers now holding a merged weight in float.
+
+    Each layer is told of once: a merge check merges and unmerges again and again.
+    """
+    held = [
+        m
+        for m in layers
+        if isinstance(m, QuantizedLinear)
+        and m.dense_weight is not None
+        and not m.warned_about_merging
+    ]
+    if not held:
+        return
+    dense = sum(m.dense_weight.numel() * m.dense_weight.element_size() for m in held)
+    log.warning(
+        "merging into %d layers stored as %s: their weights are dequantized and the merged "
+        "results kept in float (%d bytes instead of %d); requantizing them to %s would "
+        "change them by up to %.3g (max abs)",
+        len(held),
+        "/".join(sorted({m.fmt for m in held})),
+        dense,
+        sum(m.stored_bytes() for m in held),
+        "/".join(sorted({m.fmt for m in held})),
+        max(m.requantization_error() for m in held),
+    )
+    for m in held:
+        m.warned_about_merging = True
