@@ -53,7 +53,8 @@ SPEED_NOTE = (
 FORGETTING_NOTE = (
     "Every run measured, before its first step and again with its test, the target's test "
     "split and the base's source task ({source}). *Gain on target* is the test {quality} "
-    "after minus before; *forgetting* is the source {metric} lost ({direction}). "
+    "after minus before (a run that did not test before its first step starts where the "
+    "untrained base point stands); *forgetting* is the source {metric} lost ({direction}). "
     "*Forgetting - full* is paired by seed: negative = the point forgot less than full "
     "fine-tuning. A classifier's source is scored with the base's own head put back on the "
     "fine-tuned features (its new head answers another question); a language model keeps "

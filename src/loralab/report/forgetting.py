@@ -8,6 +8,7 @@ loss on the source, both in the units of the metric: accuracy points, or perplex
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,11 +67,26 @@ def source_metric(runs: Sequence[Run]) -> SourceMetric | None:
     return None
 
 
-def learning(quality: Quality) -> Value:
-    """run -> its gain on the target's test split since before its first step."""
+def learning(quality: Quality, points: Sequence[Point] = ()) -> Value:
+    """run -> its gain on the target's test split since before its first step.
+
+    A run that did not test before its first step (an LLM's exact match would cost hundreds
+    of generations) starts where the sweep's untrained base point stands: the same model on
+    the same test split (its run of the same seed, else the mean of its runs).
+    """
+    base = {
+        run.seed: value
+        for point in points
+        if point.untrained
+        for run in point.completed
+        if (value := quality.test_value(run)) is not None
+    }
+    base_mean = statistics.fmean(base.values()) if base else None
 
     def gain(run: Run) -> float | None:
         start, after = run.metric(quality.test + START), quality.test_value(run)
+        if start is None and not run.untrained:
+            start = base.get(run.seed, base_mean)
         if start is None or after is None:
             return None
         return -quality.gap(after, start)
@@ -85,6 +101,7 @@ class Forgetting:
     metric: SourceMetric
     source: str | None  # what the source is, in words (the run summaries' `source`)
     points: list[Point]
+    gain: Value  # run -> its gain on the target (`learning`)
     # each point's forgetting minus full fine-tuning's, paired by seed (- = forgot less)
     comparisons: list[Comparison]
 
@@ -102,7 +119,7 @@ def analyse_forgetting(points: Sequence[Point], quality: Quality) -> Forgetting 
     comparisons = (
         compare(measured, reference, metric.change, higher_is_better=False) if reference else []
     )
-    return Forgetting(metric, source, measured, comparisons)
+    return Forgetting(metric, source, measured, learning(quality, points), comparisons)
 
 
 def forgetting_sentences(forgetting: Forgetting | None) -> list[str]:

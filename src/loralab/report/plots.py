@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only: no display needed, safe in tests and on ser
 import matplotlib.pyplot as plt  # noqa: E402
 
 from loralab.report.collect import Curve, Run  # noqa: E402
-from loralab.report.forgetting import Forgetting, learning  # noqa: E402
+from loralab.report.forgetting import Forgetting  # noqa: E402
 from loralab.report.points import Point  # noqa: E402
 from loralab.report.quality import Quality  # noqa: E402
 from loralab.report.stats import Estimate, estimate  # noqa: E402
@@ -205,7 +205,7 @@ def draw_bars(
 
 def learning_vs_forgetting(forgetting: Forgetting, quality: Quality, path: Path) -> Path | None:
     """Gain on the target against loss on the source: each run a dot, each point its mean."""
-    gain, lost = learning(quality), forgetting.metric.change
+    gain, lost = forgetting.gain, forgetting.metric.change
     drawn = [p for p in forgetting.points if p.estimate(gain) and p.estimate(lost)]
     if not drawn:
         return None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from loralab.callbacks.source_eval import START
 from loralab.report.compare import Comparison
-from loralab.report.forgetting import Forgetting, learning
+from loralab.report.forgetting import Forgetting
 from loralab.report.markdown import fmt_bytes, fmt_count, fmt_percent, fmt_plain, fmt_targets, table
 from loralab.report.numbers import (
     fmt_change,
@@ -137,7 +137,7 @@ def forgetting_table(forgetting: Forgetting, quality: Quality) -> str:
             [
                 point.label,
                 _seeds(point),
-                fmt_change(point.estimate(learning(quality)), quality.percent),
+                fmt_change(point.estimate(forgetting.gain), quality.percent),
                 fmt_value(_mean(point, lambda r: r.metric(metric.key + START)), metric.percent),
                 fmt_value(_mean(point, lambda r: r.metric(metric.key)), metric.percent),
                 fmt_change(point.estimate(metric.change), metric.percent),
