@@ -1,16 +1,15 @@
 """Training data that a resumed run sees in exactly the order the interrupted run would have.
 
-Two things make a restart reproduce the data stream (three with examples of many lengths):
+Two things make a restart reproduce the data stream:
 
 - `EpochShuffleSampler`: the shuffle order is a pure function of (seed, epoch), so a fresh
   process that restores epoch 3 draws epoch 3's order, not the first one of a new generator.
   It subclasses `RandomSampler`, so under DDP Lightning swaps it for a `DistributedSampler`,
   which draws the same permutation and deals it out to the ranks.
-- `LengthGroupedSampler`: the same shuffle, cut into groups of a few batches that are each
-  sorted by length, so a batch of variable-length examples pads to a length near its own
-  rows' (the bundled instruction data: 21% fewer tokens a step). Also a pure function of
-  (seed, epoch). Under DDP Lightning replaces it, like any `RandomSampler`,
-  with its `DistributedSampler`: those runs train on the plain shuffle.
+  `LengthGroupedSampler`, its variant for examples of many lengths, cuts the same shuffle
+  into groups of a few batches, each sorted by length, so that a batch pads to a length
+  near its own rows' (the bundled instruction data: 21% fewer tokens a step); under DDP
+  Lightning replaces it too, and those runs train on the plain shuffle.
 - `ResumableDataLoader`: Lightning stores the `state_dict()` of a training loader in every
   checkpoint and hands it back to `load_state_dict()` before iterating on resume. The state
   is the epoch and how many batches training consumed; the resumed iterator skips those.

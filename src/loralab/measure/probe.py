@@ -210,7 +210,7 @@ def probe(
         except Exception as error:  # noqa: BLE001 - one point that cannot be rebuilt is reported
             errors[name] = error_sentence(error)
             log.warning("the probe skips %s: %s", name, errors[name])
-    schedule = schedule.fitted(sum(warm_s.values()), budget_s)
+    schedule = schedule.fitted(sum(warm_s[name] for name in steps), budget_s)
     if steps:
         log.info(
             "probe: %d rounds of %d steps of %d points",
