@@ -139,8 +139,11 @@ def _figure_sections(sweep: Sweep) -> list[str]:
     ]
     table = speed_table(sweep)
     if table:
-        speed = sweep.speed
-        parts += [table, SPEED_NOTE.format(rounds=speed.rounds, steps=speed.steps_per_round)]
+        schedule = sweep.speed.schedule
+        parts += [
+            table,
+            SPEED_NOTE.format(rounds=schedule.rounds, steps=schedule.steps_per_round),
+        ]
     else:
         parts.append(
             "_No probe: the figures below are each run's own, measured one run after another "

@@ -16,6 +16,7 @@ from loralab.io import read_json, write_json
 from loralab.measure.probe import (
     ROUNDS,
     STEPS_PER_ROUND,
+    Schedule,
     StepProbe,
     error_sentence,
     probe,
@@ -39,16 +40,15 @@ class SpeedProbe:
     errors: dict[str, str] = field(default_factory=dict)
     # point label -> the run folder whose config the probe rebuilt
     runs: dict[str, str] = field(default_factory=dict)
-    rounds: int = ROUNDS
-    steps_per_round: int = STEPS_PER_ROUND
+    schedule: Schedule = field(default_factory=Schedule)  # the rounds the probe timed
 
     def get(self, point: Point) -> StepProbe | None:
         return self.results.get(point.label)
 
     def to_dict(self) -> dict:
         return {
-            "rounds": self.rounds,
-            "steps_per_round": self.steps_per_round,
+            "rounds": self.schedule.rounds,
+            "steps_per_round": self.schedule.steps_per_round,
             "runs": self.runs,
             "results": {k: v.to_dict() for k, v in self.results.items()},
             "errors": self.errors,
@@ -60,8 +60,10 @@ class SpeedProbe:
             results={k: StepProbe.from_dict(v) for k, v in data.get("results", {}).items()},
             errors=dict(data.get("errors", {})),
             runs=dict(data.get("runs", {})),
-            rounds=int(data.get("rounds", ROUNDS)),
-            steps_per_round=int(data.get("steps_per_round", STEPS_PER_ROUND)),
+            schedule=Schedule(
+                int(data.get("rounds", ROUNDS)),
+                int(data.get("steps_per_round", STEPS_PER_ROUND)),
+            ),
         )
 
 
@@ -100,14 +102,7 @@ def speed_probe(points: Sequence[Point], sweep_dir: Path, mode: str = "auto") ->
             errors[label] = error_sentence(error)
     log.info("probing the training step of %d points, interleaved", len(configs))
     probed = probe(configs)
-    schedule = probed.schedule
-    result = SpeedProbe(
-        probed.results,
-        {**errors, **probed.errors},
-        runs,
-        schedule.rounds,
-        schedule.steps_per_round,
-    )
+    result = SpeedProbe(probed.results, {**errors, **probed.errors}, runs, probed.schedule)
     write_json(sweep_dir / PROBE_FILE, result.to_dict())
     return result
 
