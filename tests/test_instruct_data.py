@@ -97,7 +97,7 @@ def test_without_a_chat_template_the_plain_template_ends_responses_with_eos(tmp_
 def test_batches_are_padded_to_their_longest_row_with_ignored_labels(tmp_path):
     dm = datamodule(tmp_path)
     batch = next(iter(dm.val_dataloader()))
-    # val is read shortest first (data.group_by_length): the batch's rows in length order
+    # val is read shortest first (whatever data.group_by_length): rows in length order
     lengths = sorted(len(r["input_ids"]) for r in dm.splits["val"])
     assert batch["input_ids"].shape == (4, max(lengths)) == batch["labels"].shape
     for i, n in enumerate(lengths):

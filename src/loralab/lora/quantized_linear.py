@@ -133,15 +133,16 @@ def warn_merged_in_float(layers: Iterable[nn.Module]) -> None:
     if not held:
         return
     dense = sum(m.dense_weight.numel() * m.dense_weight.element_size() for m in held)
+    formats = "/".join(sorted({m.fmt for m in held}))
     log.warning(
         "merging into %d layers stored as %s: their weights are dequantized and the merged "
         "results kept in float (%d bytes instead of %d); requantizing them to %s would "
         "change them by up to %.3g (max abs)",
         len(held),
-        "/".join(sorted({m.fmt for m in held})),
+        formats,
         dense,
         sum(m.stored_bytes() for m in held),
-        "/".join(sorted({m.fmt for m in held})),
+        formats,
         max(m.requantization_error() for m in held),
     )
     for m in held:

@@ -67,7 +67,7 @@ def source_metric(runs: Sequence[Run]) -> SourceMetric | None:
     return None
 
 
-def learning(quality: Quality, points: Sequence[Point] = ()) -> Value:
+def learning(quality: Quality, points: Sequence[Point]) -> Value:
     """run -> its gain on the target's test split since before its first step.
 
     A run that did not test before its first step (an LLM's exact match would cost hundreds
