@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loralab.errors import MissingFileError
-from loralab.report import cost_plots, plots, rank_plots
+from loralab.report import cost_plots, plots, rank_plots, rate_plots
 from loralab.report.collect import collect_runs
 from loralab.report.findings import findings
 from loralab.report.markdown import energy_table, failed_table, run_table, subspace_table
@@ -13,6 +13,7 @@ from loralab.report.point_tables import (
     difference_table,
     forgetting_table,
     point_table,
+    rate_table,
     speed_table,
 )
 from loralab.report.ranks import RankAnalysis
@@ -60,6 +61,15 @@ FORGETTING_NOTE = (
     "fine-tuning. A classifier's source is scored with the base's own head put back on the "
     "fine-tuned features (its new head answers another question); a language model keeps "
     "its head."
+)
+RATES_NOTE = (
+    "Every point ran once per learning rate of its grid (`hydra.sweeper.lrs` or "
+    "`lr_factors`), each rate over the same seeds, data and steps. A point's rate is the one "
+    "with the best mean *validation* {quality} over its seeds (the best validation of each "
+    "run, the checkpoint its test reads); test never chooses. Everything else in this report "
+    "(points, paired verdicts, speed, forgetting, ranks) is at the chosen rates; *hand-picked* "
+    "is the rate the experiment names for the point itself. A rate at the end of its grid may "
+    "not be the best: widen the grid there."
 )
 RANK_NOTE = (
     "How low-rank is the change fine-tuning makes? For each attention projection, delta W "
@@ -121,6 +131,39 @@ def _quality_sections(sweep: Sweep) -> list[str]:
             difference_table(sweep.comparisons, f"test {q.name}", unit, q.percent),
             DIFFERENCE_NOTE.format(what=q.name),
         ]
+    return parts
+
+
+def _rate_sections(sweep: Sweep) -> list[str]:
+    """Each point's learning-rate grid, the rate chosen on validation, and their figures."""
+    if not sweep.searches:
+        return []
+    q, d = sweep.quality, sweep.dir
+    parts = [
+        "## Learning rates: each point at its best rate on validation",
+        rate_table(sweep.searches),
+        RATES_NOTE.format(quality=q.name),
+    ]
+    edges = [
+        f"- **{s.label}**: best rate at the grid's edge (the {s.at_edge}, {s.chosen.lr:g}): "
+        "widen the grid."
+        for s in sweep.searches
+        if s.at_edge
+    ]
+    if edges:
+        parts.append("\n".join(edges))
+    parts.append(
+        _image(
+            f"{q.name} against the learning rate",
+            rate_plots.rate_curves(sweep.searches, q, d / "rates.png"),
+        )
+    )
+    if sweep.forgetting:
+        frontier = rate_plots.forgetting_frontier(
+            sweep.searches, sweep.forgetting, q, d / "forgetting_frontier.png"
+        )
+        if frontier:
+            parts += ["### Learning vs forgetting over every rate", _image("frontier", frontier)]
     return parts
 
 
@@ -233,6 +276,7 @@ def build_report(sweep_dir: str | Path, probe: str = "auto") -> Path:
     sweep = analyse_sweep(sweep_dir, runs, probe)
     parts = [
         *_quality_sections(sweep),
+        *_rate_sections(sweep),
         *_figure_sections(sweep),
         *_run_sections(sweep),
         *_rank_sections(sweep_dir, sweep.ranks),

@@ -27,8 +27,14 @@ class Run:
     dir: Path
     summary: RunSummary
     curves: dict[str, Curve] = field(default_factory=dict)
-    # the job's command-line overrides (Hydra's .hydra/overrides.yaml): key -> value
-    overrides: dict[str, str] = field(default_factory=dict)
+    # the job's command-line overrides (Hydra's .hydra/overrides.yaml) in order, as
+    # (key, value); a key may repeat (a point's own learning rate, then its grid's)
+    override_list: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        """key -> value of the job's overrides; of a repeated key, the last (Hydra's) wins."""
+        return dict(self.override_list)
 
     @property
     def job(self) -> str:
@@ -92,26 +98,26 @@ def read_run(run_dir: Path) -> Run:
     except (json.JSONDecodeError, TypeError, AttributeError) as error:
         summary = RunSummary(error=f"unreadable {SUMMARY_FILE} ({error})")
     overrides = read_overrides(run_dir)
-    summary.run_name = summary.run_name or _run_name_from_overrides(overrides)
-    return Run(dir=run_dir, summary=summary, curves=read_curves(run_dir), overrides=overrides)
+    summary.run_name = summary.run_name or _run_name_from_overrides(dict(overrides))
+    return Run(dir=run_dir, summary=summary, curves=read_curves(run_dir), override_list=overrides)
 
 
-def read_overrides(run_dir: Path) -> dict[str, str]:
-    """Hydra's record of a job's command-line overrides, as key -> value (the last one wins)."""
+def read_overrides(run_dir: Path) -> list[tuple[str, str]]:
+    """Hydra's record of a job's command-line overrides, as (key, value) in their order."""
     path = run_dir / OVERRIDES_FILE
     if not path.is_file():
-        return {}
+        return []
     try:
         lines = OmegaConf.load(path)
     except Exception as error:  # noqa: BLE001 - an unreadable record costs the grouping only
         log.warning("cannot read %s: %s", path, error)
-        return {}
-    overrides: dict[str, str] = {}
+        return []
+    overrides = []
     for line in lines if isinstance(lines, ListConfig) else []:
         key, _, value = str(line).partition("=")
         key = key.lstrip("+~")
         if key and not key.startswith("hydra."):
-            overrides[key] = value
+            overrides.append((key, value))
     return overrides
 
 

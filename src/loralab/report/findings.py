@@ -27,6 +27,7 @@ from loralab.report.numbers import (
 from loralab.report.points import Point
 from loralab.report.quality import Quality
 from loralab.report.ranks import RankAnalysis
+from loralab.report.rates import RateSearch
 from loralab.report.speed import cost_sentences
 from loralab.report.stats import wilson_interval
 from loralab.report.sweep import Sweep
@@ -192,6 +193,74 @@ def rank_sentences(analysis: RankAnalysis) -> list[str]:
     return sentences
 
 
+def _rate_span(search: RateSearch) -> str:
+    rates = search.rates
+    return f"{rates[0]:g} to {rates[-1]:g}, {len(rates)} rates"
+
+
+def rate_sentences(sweep: Sweep) -> list[str]:
+    """Which rate each point got and how, LoRA's best rate against full's, edges, verdicts."""
+    chosen = [s for s in sweep.searches if s.chosen is not None]
+    if not sweep.searches:
+        return []
+    q = sweep.quality
+    sentences = []
+    if chosen:
+        picks = "; ".join(f"{s.label} {s.chosen.lr:g} (of {_rate_span(s)})" for s in chosen)
+        sentences.append(
+            f"Each point's learning rate was chosen by its mean best validation {q.name} over "
+            f"seeds, never by test, and every test figure is at that rate: {picks}."
+        )
+    for search in sweep.searches:
+        if search.chosen is None:
+            sentences.append(
+                f"{search.label} has no validation {q.name} at any rate, so no rate was chosen "
+                "and each rate is shown as a point of its own."
+            )
+    full = next((s for s in chosen if s.point.is_full), None)
+    lora = [s for s in chosen if s.point.is_adapter]
+    if full and lora:
+        ratios = ", ".join(f"{s.label} {s.chosen.lr / full.chosen.lr:.2g}x" for s in lora)
+        sentences.append(f"The best LoRA rates over full fine-tuning's best: {ratios}.")
+    for search in chosen:
+        if search.at_edge:
+            sentences.append(
+                f"{search.label}'s best rate is the {search.at_edge} of its grid: widen the grid."
+            )
+    sentences += hand_picked_sentences(sweep)
+    return sentences
+
+
+def hand_picked_sentences(sweep: Sweep) -> list[str]:
+    """Whether tuning the rates changed any verdict against full fine-tuning."""
+    before = {c.point.label: c for c in sweep.hand_picked_comparisons if c.point.is_adapter}
+    after = [c for c in sweep.comparisons if c.point.label in before]
+    if not after:
+        return []
+    q = sweep.quality
+    unit = "points" if q.percent else q.name
+    changed = [
+        f"{c.point.label} {before[c.point.label].verdict or 'unjudged'} "
+        f"({fmt_mean(before[c.point.label].difference, q.percent)}), then "
+        f"{c.verdict or 'unjudged'} ({fmt_mean(c.difference, q.percent)})"
+        for c in after
+        if before[c.point.label].verdict != c.verdict or c.verdict is None
+    ]
+    if not changed:
+        return [
+            "At the rates the experiment names itself (hand-picked) every verdict against full "
+            "fine-tuning is the same as at the chosen rates."
+        ]
+    return [
+        f"Against full fine-tuning (test {q.name} difference in {unit}), with both at their "
+        "hand-picked rates, then both at their chosen ones: " + "; ".join(changed) + "."
+    ]
+
+
+def fmt_mean(difference, percent: bool) -> str:
+    return fmt_signed(difference.mean, percent) if difference is not None else "no pair"
+
+
 def failure_sentence(sweep: Sweep) -> str | None:
     failed = [r.name for r in sweep.runs if not r.completed]
     if not failed:
@@ -202,6 +271,7 @@ def failure_sentence(sweep: Sweep) -> str | None:
 def findings(sweep: Sweep) -> str:
     """One paragraph: quality against full FT, cost, forgetting, rank analysis, failures."""
     parts = [
+        *rate_sentences(sweep),
         *quality_sentences(sweep),
         *cost_sentences(sweep.points, sweep.reference, sweep.speed),
         *forgetting_sentences(sweep.forgetting),

@@ -73,6 +73,7 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
         ("rank", lambda r: fmt_plain(r.summary.rank)),
         ("alpha", lambda r: fmt_plain(r.summary.alpha)),
         ("targets", lambda r: fmt_targets(r.summary.targets)),
+        ("lr", lambda r: f"{r.summary.lr:g}" if isinstance(r.summary.lr, int | float) else "–"),
         ("trainable params", lambda r: fmt_count(r.summary.trainable_params)),
         ("% of total", lambda r: fmt_percent(r.summary.trainable_percent)),
         (f"best val {quality.name}", lambda r: quality.format(quality.best_val(r))),

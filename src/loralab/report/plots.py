@@ -75,7 +75,7 @@ def mean_curve(curves: Sequence[Curve]) -> tuple[list[int], list[Estimate]]:
     return steps, [estimate([v[s] for v in values]) for s in steps]
 
 
-def _draw_band(ax: plt.Axes, steps: list[int], ests: list[Estimate], scale: float, **style) -> bool:
+def draw_band(ax: plt.Axes, steps: list[int], ests: list[Estimate], scale: float, **style) -> bool:
     """The mean curve with its interval as a band; False if there was nothing to draw."""
     if not steps:
         return False
@@ -107,9 +107,9 @@ def curves(points: Sequence[Point], quality: Quality, path: Path) -> Path | None
         style = {"color": colors[point.label], "label": point.label}
         style["lw"] = 2 if point.is_full else 1.3
         val = [r.curves[quality.val] for r in point.completed if r.curves.get(quality.val)]
-        _draw_band(ax_val, *mean_curve(val), scale, **style)
+        draw_band(ax_val, *mean_curve(val), scale, **style)
         loss = [c for c in map(_loss_curve, point.completed) if c]
-        any_loss |= _draw_band(ax_loss, *mean_curve(loss), 1.0, **style)
+        any_loss |= draw_band(ax_loss, *mean_curve(loss), 1.0, **style)
     unit = " (%)" if quality.percent else ""
     ax_val.set(
         title=f"Validation {quality.name} ({BAND})",

@@ -19,6 +19,7 @@ from loralab.report.numbers import (
 )
 from loralab.report.points import Point
 from loralab.report.quality import Quality
+from loralab.report.rates import RateSearch, run_rate
 from loralab.report.stats import wilson_interval
 from loralab.report.sweep import Sweep
 
@@ -41,12 +42,14 @@ def wilson_cell(point: Point, quality: Quality) -> str:
 def point_table(sweep: Sweep) -> str:
     """One row per point: its settings, then best val and test quality as mean ± 95% CI."""
     q = sweep.quality
+    searched = {s.label for s in sweep.searches if s.chosen is not None}
     columns: list[tuple[str, Callable[[Point], str]]] = [
         ("point", lambda p: p.label),
         ("adapter", lambda p: str(p.first.summary.adapter or "–")),
         ("rank", lambda p: fmt_plain(p.first.summary.rank)),
         ("alpha", lambda p: fmt_plain(p.first.summary.alpha)),
         ("targets", lambda p: fmt_targets(p.first.summary.targets)),
+        ("lr", lambda p: _rate(p, searched)),
         ("trainable params", lambda p: fmt_count(p.first.summary.trainable_params)),
         ("% of total", lambda p: fmt_percent(p.first.summary.trainable_percent)),
         ("seeds", _seeds),
@@ -58,6 +61,42 @@ def point_table(sweep: Sweep) -> str:
     columns.append(("checkpoint", lambda p: fmt_bytes(p.first.summary.checkpoint_bytes)))
     rows = [[cell(p) for _, cell in columns] for p in sweep.points]
     return table([header for header, _ in columns], rows)
+
+
+def _rate(point: Point, searched: set[str]) -> str:
+    """The point's learning rate; '(chosen on val)' where its grid's validation picked it."""
+    if point.untrained:
+        return "–"
+    lr = run_rate(point.first)
+    if lr is None:
+        return "–"
+    return f"{lr:g} (chosen on val)" if point.label in searched else f"{lr:g}"
+
+
+def rate_table(searches: Sequence[RateSearch]) -> str:
+    """One row per (point, rate): validation and test quality over seeds, and which was chosen."""
+    rows = []
+    for search in searches:
+        q = search.quality
+        for setting in search.settings:
+            notes = []
+            if setting is search.chosen:
+                notes.append("**chosen**")
+            if setting is search.hand_picked:
+                notes.append("hand-picked")
+            rows.append(
+                [
+                    search.label,
+                    f"{setting.lr:g}",
+                    _seeds(setting.point),
+                    fmt_estimate(search.val(setting), q.percent),
+                    fmt_estimate(search.test(setting), q.percent),
+                    ", ".join(notes),
+                ]
+            )
+    q = searches[0].quality
+    header = ["point", "lr", "seeds", f"best val {q.name}", f"test {q.name}", ""]
+    return table(header, rows)
 
 
 def difference_table(comparisons: Sequence[Comparison], what: str, unit: str, points: bool) -> str:

@@ -63,11 +63,11 @@ class Point:
         return estimate(values) if values else None
 
 
-def point_key(run: Run) -> tuple[tuple[str, str], ...]:
-    """What a run is apart from its seed: its overrides without `seed` (or its own folder)."""
+def point_key(run: Run, ignored: Sequence[str] = (SEED_KEY,)) -> tuple[tuple[str, str], ...]:
+    """What a run is apart from its seed (or `ignored` keys): its other overrides, or its folder."""
     if not run.overrides:
         return (("folder", str(run.dir)),)
-    return tuple(sorted((k, v) for k, v in run.overrides.items() if k != SEED_KEY))
+    return tuple(sorted((k, v) for k, v in run.overrides.items() if k not in ignored))
 
 
 def group_points(runs: Sequence[Run]) -> list[Point]:

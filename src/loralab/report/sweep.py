@@ -1,6 +1,7 @@
 """Everything the report says about a sweep, computed once: its points (runs that differ only
-in their seed), the quality metric, each point against full fine-tuning paired by seed, the
-interleaved speed probe, learning against forgetting, and the rank analysis."""
+in their seed, each at the learning rate chosen on validation), the quality metric, each point
+against full fine-tuning paired by seed (at the chosen rates, and at the hand-picked ones),
+the interleaved speed probe, learning against forgetting, and the rank analysis."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 from loralab.report.collect import Run
 from loralab.report.compare import Comparison, compare, reference_point
 from loralab.report.forgetting import Forgetting, analyse_forgetting
-from loralab.report.points import Point, group_points
+from loralab.report.points import Point
 from loralab.report.quality import Quality, choose_quality
 from loralab.report.ranks import RankAnalysis, analyse_runs
+from loralab.report.rates import RateSearch, select_rates
 from loralab.report.speed import SpeedProbe, speed_probe
 
 
@@ -25,6 +27,10 @@ class Sweep:
     reference: Point | None  # full fine-tuning
     # test quality against full fine-tuning, in points (accuracy) or the metric's units
     comparisons: list[Comparison] = field(default_factory=list)
+    # each point's learning-rate grid and the rate chosen on validation (points with a grid)
+    searches: list[RateSearch] = field(default_factory=list)
+    # the same comparisons with every point at its hand-picked rate (when every grid holds it)
+    hand_picked_comparisons: list[Comparison] = field(default_factory=list)
     speed: SpeedProbe | None = None
     forgetting: Forgetting | None = None
     ranks: RankAnalysis = field(default_factory=RankAnalysis)
@@ -41,24 +47,30 @@ class Sweep:
 
 def analyse_sweep(sweep_dir: Path, runs: list[Run], probe: str = "auto") -> Sweep:
     """Group, compare, probe and analyse the runs of one sweep folder."""
-    points = group_points(runs)
     quality = choose_quality(runs)
+    selection = select_rates(runs, quality)
+    points = selection.points
     reference = reference_point(points)
-    scale = 100 if quality.percent else 1
-    comparisons = (
-        compare(points, reference, quality.test_value, scale, quality.higher_is_better)
-        if reference
-        else []
-    )
     return Sweep(
         dir=sweep_dir,
         runs=runs,
         points=points,
         quality=quality,
         reference=reference,
-        comparisons=comparisons,
+        comparisons=compare_on_test(points, quality),
+        searches=selection.searches,
+        hand_picked_comparisons=compare_on_test(selection.hand_picked or [], quality),
         speed=speed_probe(points, sweep_dir, probe),
         forgetting=analyse_forgetting(points, quality),
         # one run per point: the spectra of three seeds of one point tell the same story
         ranks=analyse_runs([p.first for p in points]),
     )
+
+
+def compare_on_test(points: list[Point], quality: Quality) -> list[Comparison]:
+    """Every point's test quality against full fine-tuning's, paired by seed (none without it)."""
+    reference = reference_point(points)
+    if reference is None:
+        return []
+    scale = 100 if quality.percent else 1
+    return compare(points, reference, quality.test_value, scale, quality.higher_is_better)
