@@ -39,7 +39,7 @@ OUT ?=
 EXP ?= rank_sweep
 SWEEP ?=
 
-.PHONY: help install pretrain train eval merge export sweep report pretrain-charlm charlm minilm llm generate test test-fast bench memory tensorboard lint format clean
+.PHONY: help install pretrain train eval merge export sweep fair report pretrain-charlm charlm minilm llm generate test test-fast bench memory tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,11 @@ export: $(INSTALLED) ## a run's adapter as a PEFT folder: make export CKPT=.../b
 sweep: $(INSTALLED) $(PRETRAINED) ## run EXP (default rank_sweep) over its seeds as one sweep, then its report + speed probe
 	@dir=$(or $(SWEEP),logs/$(EXP)/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \
 	$(PY) -m loralab.train -m experiment=$(EXP) hydra.sweep.dir=$$dir $(ARGS) && \
+	$(PY) -m loralab.report $$dir
+
+fair: $(INSTALLED) $(PRETRAINED) ## full vs LoRA q,v vs LoRA all-linear, each at 4 learning rates x 3 seeds; the report picks each rate on validation
+	@dir=$(or $(SWEEP),logs/lr_fair/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \
+	$(PY) -m loralab.train -m experiment=lr_fair hydra.sweep.dir=$$dir $(ARGS) && \
 	$(PY) -m loralab.report $$dir
 
 report: $(INSTALLED) ## report.md (+ speed probe) of a sweep: make report [SWEEP=logs/<exp>/multiruns/<time>]
