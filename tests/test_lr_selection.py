@@ -72,16 +72,30 @@ def test_sweeper_runs_points_x_rates_x_seeds_seed_by_seed():
     ]
 
 
-def test_lr_fair_runs_three_points_at_four_rates_over_three_seeds():
+def sweeper_config(experiment: str) -> dict:
     with hydra.initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = hydra.compose("train", ["experiment=lr_fair"], return_hydra_config=True)
-    sweeper = OmegaConf.to_container(cfg.hydra.sweeper)
+        cfg = hydra.compose("train", [f"experiment={experiment}"], return_hydra_config=True)
+    return OmegaConf.to_container(cfg.hydra.sweeper)
+
+
+def test_lr_fair_runs_three_points_at_four_rates_over_three_seeds():
+    sweeper = sweeper_config("lr_fair")
     assert sweeper["seeds"] == [1, 2, 3] and sweeper["lr_factors"] == [0.1, 0.3, 1, 3]
     grids = rate_grids(sweeper["points"], sweeper["lrs"], sweeper["lr_factors"])
     assert grids == {
         "full": [1e-4, 3e-4, 1e-3, 3e-3],
         "lora_qv": [1e-3, 3e-3, 1e-2, 3e-2],
         "lora_all": [1e-3, 3e-3, 1e-2, 3e-2],
+    }
+
+
+def test_llm_lr_fair_runs_base_full_and_lora_all_linear_at_three_rates_each():
+    sweeper = sweeper_config("llm_lr_fair")
+    points = {name: sweeper["points"][name] for name in sweeper["only"]}
+    assert list(points) == ["base", "full", "lora_all"] and sweeper["seeds"] == [1234]
+    assert rate_grids(points, sweeper["lrs"], sweeper["lr_factors"]) == {
+        "full": [3e-5, 1e-4, 3e-4],
+        "lora_all": [3e-4, 1e-3, 3e-3],
     }
 
 
