@@ -8,7 +8,13 @@ from loralab.errors import MissingFileError
 from loralab.report import cost_plots, plots, rank_plots, rate_plots
 from loralab.report.collect import collect_runs
 from loralab.report.findings import findings
-from loralab.report.markdown import energy_table, failed_table, run_table, subspace_table
+from loralab.report.markdown import (
+    energy_table,
+    failed_table,
+    run_table,
+    subspace_table,
+    write_runs_csv,
+)
 from loralab.report.point_tables import (
     difference_table,
     forgetting_table,
@@ -16,10 +22,13 @@ from loralab.report.point_tables import (
     rate_table,
     speed_table,
 )
-from loralab.report.ranks import RankAnalysis
+from loralab.report.ranks import RANKS_CSV, RankAnalysis, write_ranks_csv
 from loralab.report.sweep import Sweep, analyse_sweep
 
 REPORT_FILE = "report.md"
+RUNS_CSV = "runs.csv"
+# a sweep with more runs lists them in runs.csv only, so the report stays a page to read
+MAX_RUN_ROWS = 15
 COUNTING_NOTE = (
     "Trainable parameters count every weight that trains: the adapter's matrices plus any "
     "module trained in full beside them (`adapter.trainable`, e.g. a new classifier head, "
@@ -76,8 +85,9 @@ RANK_NOTE = (
     "is W_finetuned - W_pretrained for full fine-tuning and scaling * B @ A for LoRA (for PiSSA "
     "and DoRA adapters: the merged weight - W_pretrained). The "
     "table gives the smallest rank k whose top-k singular values hold 90% / 99% of "
-    "||delta W||_F^2 (the update's energy); `full rank` is the matrix's own rank limit. "
-    "One run per point (its first seed) is analysed."
+    "||delta W||_F^2 (the update's energy) per module kind, as the median and range over "
+    "its layers; `full rank` is the matrix's own rank limit. Every module's ranks are in "
+    "`ranks.csv` beside this report. One run per point (its first seed) is analysed."
 )
 SUBSPACE_NOTE = (
     "Do adapters of different ranks learn the same directions? As in the LoRA paper "
@@ -223,7 +233,16 @@ def _figure_sections(sweep: Sweep) -> list[str]:
 
 
 def _run_sections(sweep: Sweep) -> list[str]:
-    parts = ["## Runs (every run folder)", run_table(sweep.runs, sweep.quality)]
+    """Every run folder as a row (in runs.csv; in the report too while the sweep is short)."""
+    write_runs_csv(sweep.runs, sweep.quality, sweep.dir / RUNS_CSV)
+    if len(sweep.runs) <= MAX_RUN_ROWS:
+        parts = ["## Runs (every run folder)", run_table(sweep.runs, sweep.quality)]
+    else:
+        parts = [
+            "## Runs (every run folder)",
+            f"The {len(sweep.runs)} runs, one row each (seed, learning rate, metrics, memory, "
+            f"step time, checkpoint, status), are in [`{RUNS_CSV}`]({RUNS_CSV}) beside this report.",
+        ]
     failed = failed_table(sweep.runs)
     if failed:
         parts += ["### Failed runs", failed]
@@ -232,6 +251,7 @@ def _run_sections(sweep: Sweep) -> list[str]:
 
 def _rank_sections(sweep_dir: Path, analysis: RankAnalysis) -> list[str]:
     """Energy ranks and spectra of the updates; subspace similarity of two adapters."""
+    write_ranks_csv(analysis, sweep_dir / RANKS_CSV)
     parts = [
         "## Rank analysis: is the update low-rank?",
         RANK_NOTE,

@@ -3,12 +3,15 @@ rank analysis; the tables of points are in `point_tables.py`."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from loralab.io import atomic_path
 from loralab.report.collect import Run
 from loralab.report.quality import Quality
-from loralab.report.ranks import RankAnalysis, SubspaceComparison
+from loralab.report.ranks import RankAnalysis, SubspaceComparison, ranks_by_kind, spread
 from loralab.run.summary import RunSummary
 
 
@@ -69,13 +72,16 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
         ("run", lambda r: r.name),
         ("folder", lambda r: r.job),
         ("seed", lambda r: fmt_plain(r.seed) if isinstance(r.seed, int) else str(r.seed or "–")),
-        ("adapter", lambda r: str(r.summary.adapter or "–")),
+        ("adapter", lambda r: "no training" if r.untrained else str(r.summary.adapter or "–")),
         ("rank", lambda r: fmt_plain(r.summary.rank)),
         ("alpha", lambda r: fmt_plain(r.summary.alpha)),
         ("targets", lambda r: fmt_targets(r.summary.targets)),
         ("lr", lambda r: f"{r.summary.lr:g}" if isinstance(r.summary.lr, int | float) else "–"),
-        ("trainable params", lambda r: fmt_count(r.summary.trainable_params)),
-        ("% of total", lambda r: fmt_percent(r.summary.trainable_percent)),
+        (
+            "trainable params",
+            lambda r: "–" if r.untrained else fmt_count(r.summary.trainable_params),
+        ),
+        ("% of total", lambda r: "–" if r.untrained else fmt_percent(r.summary.trainable_percent)),
         (f"best val {quality.name}", lambda r: quality.format(quality.best_val(r))),
         (f"test {quality.name}", lambda r: quality.format(quality.test_value(r))),
         ("peak memory (MiB)", lambda r: fmt_number(r.summary.peak_memory_mib, 0)),
@@ -85,15 +91,32 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
     ]
 
 
-def run_table(runs: Sequence[Run], quality: Quality) -> str:
-    """One row per run, failed runs included; extra columns for fields some runs add."""
+def run_columns(runs: Sequence[Run], quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
+    """The run table's columns; extra ones for fields some runs add, the status last."""
     columns = _columns(quality)
     for header, field in EXTRA_COLUMNS:
         if any(field(r.summary) is not None for r in runs):
             columns.append((header, lambda r, field=field: fmt_bytes(field(r.summary))))
     columns.append(("status", lambda r: r.status))
+    return columns
+
+
+def run_table(runs: Sequence[Run], quality: Quality) -> str:
+    """One row per run, failed runs included."""
+    columns = run_columns(runs, quality)
     rows = [[cell(run) for _, cell in columns] for run in runs]
     return table([header for header, _ in columns], rows)
+
+
+def write_runs_csv(runs: Sequence[Run], quality: Quality, path: Path) -> Path:
+    """The run table as CSV (the same cells), for a spreadsheet or a sweep too long to read."""
+    columns = run_columns(runs, quality)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["folder path", *(header for header, _ in columns)])
+        for run in runs:
+            writer.writerow([str(run.dir), *(cell(run) for _, cell in columns)])
+    return path
 
 
 def failed_table(runs: Sequence[Run]) -> str | None:
@@ -108,17 +131,22 @@ def failed_table(runs: Sequence[Run]) -> str | None:
 
 
 def energy_table(analysis: RankAnalysis) -> str | None:
-    """Rows: modules; columns: runs; cells: '90% rank / 99% rank' of that run's update."""
-    modules = sorted({m for ranks in analysis.ranks.values() for m in ranks})
-    if not modules:
+    """Rows: module kinds (q, v, ...); columns: points; cells: 90% / 99% energy rank, each as
+    the median and range over the kind's layers (every module is in ranks.csv)."""
+    by_point = {label: ranks_by_kind(ranks) for label, ranks in analysis.ranks.items()}
+    kinds = list(dict.fromkeys(kind for kinds in by_point.values() for kind in kinds))
+    if not kinds:
         return None
     rows = []
-    for module in modules:
-        profiles = [ranks.get(module) for ranks in analysis.ranks.values()]
-        size = next(p.full_rank for p in profiles if p is not None)
-        cells = [f"{p.rank90} / {p.rank99}" if p else "–" for p in profiles]
-        rows.append([module, str(size), *cells])
-    return table(["module", "full rank", *analysis.ranks], rows)
+    for kind in kinds:
+        entries = [k[kind] for k in by_point.values() if kind in k]
+        cells = [
+            f"{spread(k[kind].rank90)} / {spread(k[kind].rank99)}" if kind in k else "–"
+            for k in by_point.values()
+        ]
+        layers = max(e.modules for e in entries)
+        rows.append([kind, str(layers), str(max(e.full_rank for e in entries)), *cells])
+    return table(["module kind", "layers", "full rank", *analysis.ranks], rows)
 
 
 def subspace_table(comparison: SubspaceComparison) -> str:

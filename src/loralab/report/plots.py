@@ -81,7 +81,8 @@ def draw_band(ax: plt.Axes, steps: list[int], ests: list[Estimate], scale: float
         return False
     means = [scale * e.mean for e in ests]
     marker = "o" if len(steps) < 20 else None  # a short run logs a handful of points
-    ax.plot(steps, means, marker=marker, ms=3, **style)
+    # one validation is a point, not a line: drawn big enough to see
+    ax.plot(steps, means, marker=marker, ms=7 if len(steps) == 1 else 3, **style)
     if all(e.has_interval for e in ests):
         lows = [scale * e.low for e in ests]
         highs = [scale * e.high for e in ests]

@@ -45,13 +45,13 @@ def point_table(sweep: Sweep) -> str:
     searched = {s.label for s in sweep.searches if s.chosen is not None}
     columns: list[tuple[str, Callable[[Point], str]]] = [
         ("point", lambda p: p.label),
-        ("adapter", lambda p: str(p.first.summary.adapter or "–")),
+        ("adapter", lambda p: UNTRAINED if p.untrained else str(p.first.summary.adapter or "–")),
         ("rank", lambda p: fmt_plain(p.first.summary.rank)),
         ("alpha", lambda p: fmt_plain(p.first.summary.alpha)),
         ("targets", lambda p: fmt_targets(p.first.summary.targets)),
         ("lr", lambda p: _rate(p, searched)),
-        ("trainable params", lambda p: fmt_count(p.first.summary.trainable_params)),
-        ("% of total", lambda p: fmt_percent(p.first.summary.trainable_percent)),
+        ("trainable params", lambda p: _trained(p, fmt_count(p.first.summary.trainable_params))),
+        ("% of total", lambda p: _trained(p, fmt_percent(p.first.summary.trainable_percent))),
         ("seeds", _seeds),
         (f"best val {q.name}", lambda p: fmt_estimate(p.estimate(q.best_val), q.percent)),
         (f"test {q.name}", lambda p: fmt_estimate(p.estimate(q.test_value), q.percent)),
@@ -61,6 +61,15 @@ def point_table(sweep: Sweep) -> str:
     columns.append(("checkpoint", lambda p: fmt_bytes(p.first.summary.checkpoint_bytes)))
     rows = [[cell(p) for _, cell in columns] for p in sweep.points]
     return table([header for header, _ in columns], rows)
+
+
+# what an evaluation-only point (the pretrained base, no step taken) shows for its adapter
+UNTRAINED = "no training"
+
+
+def _trained(point: Point, cell: str) -> str:
+    """A count that only a trained point has: the base trained nothing, so it shows '–'."""
+    return "–" if point.untrained else cell
 
 
 def _rate(point: Point, searched: set[str]) -> str:

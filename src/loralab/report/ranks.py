@@ -3,7 +3,10 @@ and the subspace similarity of a small-rank and a large-rank LoRA adapter."""
 
 from __future__ import annotations
 
+import csv
 import logging
+import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,8 @@ from loralab.analysis import (
     lora_updates,
     similarity_grid,
 )
+from loralab.io import atomic_path
+from loralab.models.projections import PROJECTION_ALIASES, canonical_projection
 from loralab.report.collect import Run
 from loralab.run.builder import read_checkpoint
 from loralab.run.summary import ADAPTER_FILE
@@ -47,6 +52,61 @@ class RankAnalysis:
     kinds: dict[str, str] = field(default_factory=dict)
     subspace: SubspaceComparison | None = None
     notes: list[str] = field(default_factory=list)
+
+
+RANKS_CSV = "ranks.csv"
+
+
+def module_kind(module: str) -> str:
+    """q, k, v, o, gate, up, down (any model's names); else the module path without layer numbers."""
+    return canonical_projection(module) or re.sub(r"\.\d+\.", ".*.", module)
+
+
+@dataclass(frozen=True)
+class KindRanks:
+    """A run's updates of one module kind (e.g. every q projection): their energy ranks."""
+
+    modules: int
+    full_rank: int  # the largest matrix-rank limit of the kind's updates
+    rank90: list[int]
+    rank99: list[int]
+
+
+def ranks_by_kind(ranks: dict[str, UpdateRank]) -> dict[str, KindRanks]:
+    """module -> rank profile, summarised per module kind (projections in q, k, v, o order)."""
+    groups: dict[str, list[UpdateRank]] = {}
+    for module, profile in sorted(ranks.items()):
+        groups.setdefault(module_kind(module), []).append(profile)
+    order = list(PROJECTION_ALIASES)  # q, k, v, qkv, o, gate, up, down; other kinds after
+    kinds = sorted(groups, key=lambda k: order.index(k) if k in order else len(order))
+    return {
+        kind: KindRanks(
+            len(ps), max(p.full_rank for p in ps), [p.rank90 for p in ps], [p.rank99 for p in ps]
+        )
+        for kind, ps in ((k, groups[k]) for k in kinds)
+    }
+
+
+def spread(values: Sequence[int]) -> str:
+    """'14' for one value, '14.5 (7-50)': the median and range over layers."""
+    if len(values) == 1 or min(values) == max(values):
+        return str(values[0])
+    return f"{statistics.median(values):g} ({min(values)}-{max(values)})"
+
+
+def write_ranks_csv(analysis: RankAnalysis, path: Path) -> Path | None:
+    """Every analysed module of every point: its shape limit and 90% / 99% energy ranks."""
+    if not analysis.ranks:
+        return None
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["point", "kind", "module", "full_rank", "rank90", "rank99"])
+        for label, ranks in analysis.ranks.items():
+            for module, p in sorted(ranks.items()):
+                writer.writerow(
+                    [label, module_kind(module), module, p.full_rank, p.rank90, p.rank99]
+                )
+    return path
 
 
 def run_updates(run: Run) -> dict[str, Tensor] | None:
