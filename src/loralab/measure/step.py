@@ -29,6 +29,8 @@ def _storage_bytes(tensors: list[Tensor]) -> int:
     """Bytes of distinct storages, so views and shared weights count once."""
     seen: dict[int, int] = {}
     for t in tensors:
+        if callable(getattr(t, "to_local", None)):  # an FSDP2 DTensor: this rank's shard
+            t = t.to_local()
         storage = t.untyped_storage()
         seen[storage.data_ptr()] = storage.nbytes()
     return sum(seen.values())

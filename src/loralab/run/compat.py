@@ -103,6 +103,13 @@ def joblib_execute_job() -> Any:
     return execute_job
 
 
+def sync_module_states(module: Any) -> None:
+    """Every rank takes rank 0's parameters and buffers (Lightning's helper, before sharding)."""
+    from lightning.pytorch.overrides.distributed import _sync_module_states
+
+    _sync_module_states(module)
+
+
 def datamodule_state_key(datamodule: L.LightningDataModule) -> str:
     """The checkpoint key under which Lightning saves a data module's `state_dict()`."""
     return type(datamodule).__qualname__
@@ -121,4 +128,7 @@ def missing_private_apis() -> list[str]:
         joblib_execute_job()
     except ImportError:
         missing.append("hydra_plugins.hydra_joblib_launcher._core.execute_job")
+    distributed = importlib.import_module("lightning.pytorch.overrides.distributed")
+    if not callable(getattr(distributed, "_sync_module_states", None)):
+        missing.append("lightning.pytorch.overrides.distributed._sync_module_states")
     return missing

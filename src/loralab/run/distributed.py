@@ -132,6 +132,19 @@ class HydraDDPStrategy(DDPStrategy):
 class HydraFSDPStrategy(FSDPStrategy):
     """`FSDPStrategy` whose extra processes re-run this Hydra job, not the whole command."""
 
+    def setup_environment(self) -> None:
+        self.check_device(self.root_device)
+        super().setup_environment()
+
+    @staticmethod
+    def check_device(device: torch.device) -> None:
+        """torch's first FSDP, which this strategy wraps, refuses CPU devices: say so first."""
+        if device.type == "cpu":
+            raise ConfigError(
+                "trainer=fsdp with trainer.accelerator=cpu: torch's FSDP needs GPUs; on CPU use "
+                "trainer=fsdp_sim (FSDP2's fully_shard over gloo processes)."
+            )
+
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
         if compat.has_launcher(self):  # none where the cluster starts the processes

@@ -4,8 +4,10 @@ Perplexity says how likely the reference answers are; exact match says whether t
 left to write on its own, writes them. Each prompt is answered greedily (batched, a fixed
 `max_new_tokens`, cut at EOS or the chat template's end-of-turn), decoded without special
 tokens, and compared with the expected answer after collapsing whitespace; nothing else
-is forgiven ("2021-05-03." is wrong). The score is the fraction answered exactly, overall
-and per group (the bundled data's task families) when the examples carry groups.
+is forgiven ("2021-05-03." is wrong). An example may accept several answers (a tuple:
+NQ-open lists each question's short answers): matching any one of them is exact. The score
+is the fraction answered exactly, overall and per group (the bundled data's task families)
+when the examples carry groups.
 """
 
 from __future__ import annotations
@@ -32,11 +34,15 @@ def normalise(text: str) -> str:
 class Answered:
     prompt: str
     generated: str
-    expected: str
+    expected: str | tuple[str, ...]  # one answer, or every answer accepted
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return (self.expected,) if isinstance(self.expected, str) else tuple(self.expected)
 
     @property
     def correct(self) -> bool:
-        return normalise(self.generated) == normalise(self.expected)
+        return normalise(self.generated) in {normalise(r) for r in self.references}
 
 
 @dataclass
@@ -55,6 +61,11 @@ def score_generation(
     generated = generate_many(
         model, examples.prompt_ids, max_new_tokens, examples.stop_ids, examples.pad_id, batch_size
     )
+    return score_answers(examples, generated)
+
+
+def score_answers(examples: Any, generated: Sequence[Sequence[int]]) -> GenerationScore:
+    """Score the generated ids of every example of a `GenerationSet`, in its order."""
     answers = [
         Answered(prompt, examples.decode(ids), expected)
         for prompt, ids, expected in zip(examples.prompts, generated, examples.answers, strict=True)
@@ -78,7 +89,8 @@ def answers_markdown(answers: Sequence[Answered]) -> str:
     lines = ["| prompt | generated | expected | exact |", "|---|---|---|---|"]
     for a in answers:
         mark = "yes" if a.correct else "no"
-        lines.append(f"| {_cell(a.prompt)} | {_cell(a.generated)} | {_cell(a.expected)} | {mark} |")
+        expected = " / ".join(a.references)
+        lines.append(f"| {_cell(a.prompt)} | {_cell(a.generated)} | {_cell(expected)} | {mark} |")
     return "\n".join(lines)
 
 

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from loralab.tasks.across_ranks import score_across_ranks, token_share
 from loralab.tasks.adapter_blind import AdapterBlindTask, OptimizerFactory
-from loralab.tasks.exact_match import log_answers, score_generation
+from loralab.tasks.exact_match import log_answers
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class LanguageModelingTask(AdapterBlindTask):
     examples after every validation epoch and test/exact_match on the whole test set
     (greedy, batched, `max_new_tokens` at most), per group as `<split>/exact_match/<group>`,
     and shows `text_samples` prompt / generated / expected rows in TensorBoard's TEXT tab.
+    A set that declares what guessing scores logs it at test too (test/exact_match_chance,
+    test/exact_match_majority).
     """
 
     def __init__(
@@ -84,10 +87,11 @@ class LanguageModelingTask(AdapterBlindTask):
         return total / max(count, 1)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self.token_loss(batch)
+        loss, n = self.token_loss(batch)
         self.train_loss(loss)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
-        return loss
+        # several processes: the gradient of the mean over the global batch's tokens
+        return loss * token_share(n, loss.device)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, n = self.token_loss(batch)
@@ -107,13 +111,15 @@ class LanguageModelingTask(AdapterBlindTask):
     def on_test_epoch_end(self) -> None:
         self.log("test/ppl", perplexity(self.test_loss.compute()))
         self.log_exact_match("test", None)
+        self.log_exact_match_baselines()
 
     def log_exact_match(self, split: str, limit: int | None) -> None:
         """Exact match of greedy answers on the split's generation set, if the data has one."""
         examples = self._generation_set(split)
         if examples is None or len(examples) == 0 or limit == 0:
             return
-        score = score_generation(
+        # once over the whole set: under DDP/FSDP each rank answers a share, all ranks score all
+        score = score_across_ranks(
             self.model, examples.head(limit), self.max_new_tokens, self.generation_batch_size
         )
         self.log(f"{split}/exact_match", score.exact_match)
@@ -129,6 +135,13 @@ class LanguageModelingTask(AdapterBlindTask):
         )
         shown = score.answers[: self.text_samples]
         log_answers(self.loggers, f"{split}_answers", shown, self.global_step)
+
+    def log_exact_match_baselines(self) -> None:
+        """What guessing scores on test, beside the score: test/exact_match_chance, _majority."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        baselines = getattr(datamodule, "exact_match_baselines", None)
+        for name, value in (baselines() if callable(baselines) else {}).items():
+            self.log(f"test/exact_match_{name}", value)
 
     def _generation_set(self, split: str) -> Any:
         datamodule = getattr(self.trainer, "datamodule", None)
