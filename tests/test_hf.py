@@ -152,11 +152,15 @@ def test_a_lora_run_on_a_local_hf_folder_trains_saves_and_evaluates(tiny_bert_di
 
 
 def test_a_hf_model_with_another_models_tokenizer_is_refused(tiny_bert_dir, train_cfg):
-    """The default data.tokenizer is MiniLM's: with another model it must be set too."""
+    """data.tokenizer defaults to the model's own; set to another model's, it is refused."""
+    from loralab.models.hf import minilm_path
     from loralab.run.builder import build_run
 
     cfg = train_cfg(
-        "model=hf", f"model.pretrained_model_name_or_path={tiny_bert_dir}", "data=text_csv"
+        "model=hf",
+        f"model.pretrained_model_name_or_path={tiny_bert_dir}",
+        "data=text_csv",
+        f"data.tokenizer={minilm_path()}",
     )
     with pytest.raises(ConfigError, match=f"set data.tokenizer={tiny_bert_dir}"):
         build_run(cfg)

@@ -371,8 +371,8 @@ def test_a_rank_above_min_in_out_names_the_layer_and_the_limit():
     with pytest.raises(
         AdapterConfigError,
         match=(
-            rf"adapter\.rank={D + 1} is above min\(in, out\) = {D} of the targeted Linear layer "
-            rf"layers\.0\.attn\.q_proj \(4 of 4 targets are that small\); set adapter\.rank to "
+            rf"adapter\.rank={D + 1} is above min\(out, in\) = {D} of the weight matrix of the "
+            rf"targeted Linear layer layers\.0\.attn\.q_proj \(4 of 4 targets are that small\); set adapter\.rank to "
             rf"at most {D}"
         ),
     ):

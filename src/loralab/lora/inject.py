@@ -139,17 +139,18 @@ def check_adapter_keys(cfg: Mapping[str, Any]) -> None:
 
 
 def check_rank_fits(model: nn.Module, targets: list[str], rank: int) -> None:
-    """Refuse a rank above min(in, out) of a target: B @ A could never reach it, and the
-    factors would cost more than the full weight."""
+    """Refuse a rank above that of a target's weight as a matrix (min(in, out); a conv's in
+    counts every kernel tap): B @ A could never reach it, and the factors would cost more
+    than the full weight."""
     kinds = {name: layer_type_of(model.get_submodule(name)) for name in targets}
-    limits = {name: min(kinds[name].features(model.get_submodule(name))) for name in targets}
+    limits = {name: kinds[name].max_rank(model.get_submodule(name)) for name in targets}
     too_small = [name for name in targets if rank > limits[name]]
     if too_small:
         name = too_small[0]
         raise AdapterConfigError(
-            f"adapter.rank={rank} is above min(in, out) = {limits[name]} of the targeted "
-            f"{kinds[name].name} layer {name} ({len(too_small)} of {len(targets)} targets are "
-            f"that small); set adapter.rank to at most {min(limits.values())}, or leave such "
+            f"adapter.rank={rank} is above min(out, in) = {limits[name]} of the weight matrix "
+            f"of the targeted {kinds[name].name} layer {name} ({len(too_small)} of "
+            f"{len(targets)} targets are that small); set adapter.rank to at most {min(limits.values())}, or leave such "
             "layers out with adapter.exclude."
         )
 

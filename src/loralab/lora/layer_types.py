@@ -59,8 +59,12 @@ class LayerType:
         return None
 
     def features(self, base: nn.Module) -> tuple[int, int]:
-        """(in, out): the sizes the update maps between; rank <= min of them."""
+        """(in, out): the sizes the update maps between."""
         raise NotImplementedError
+
+    def max_rank(self, base: nn.Module) -> int:
+        """The highest rank the update B @ A can have: that of the weight's matrix view."""
+        return min(self.features(base))
 
     def a_shape(self, base: nn.Module, rank: int) -> tuple[int, ...]:
         return (rank, self.features(base)[0])
@@ -326,6 +330,11 @@ class ConvType(LayerType):
 
     def features(self, base: nn.Module) -> tuple[int, int]:
         return base.in_channels, base.out_channels
+
+    def max_rank(self, base: nn.Module) -> int:
+        # the update is out x (in * kernel taps / groups): a 3->32 8x8 patch conv reaches 32
+        taps = math.prod(base.kernel_size)
+        return min(base.out_channels, base.in_channels * taps // base.groups)
 
     def a_shape(self, base: nn.Module, rank: int) -> tuple[int, ...]:
         return (rank, base.in_channels, *base.kernel_size)

@@ -12,12 +12,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from torch import nn
+
 from loralab.errors import AdapterConfigError
 from loralab.lora.layer import LoRALayer
 from loralab.lora.variants import VARIANTS, variants_of
 
 # the modules PEFT trains in full for task_type=SEQ_CLS: whichever of them a model has
 SEQ_CLS_HEADS = ("classifier", "score")
+# transformers' class-name endings -> PEFT's task_type, which AutoPeftModelFor<Task> checks
+TASK_TYPES = {
+    "ForSequenceClassification": "SEQ_CLS",
+    "ForCausalLM": "CAUSAL_LM",
+    "LMHeadModel": "CAUSAL_LM",
+    "ForTokenClassification": "TOKEN_CLS",
+    "ForQuestionAnswering": "QUESTION_ANS",
+}
 # PEFT inits that rewrite the base weights; their adapters do not apply to a plain base
 BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq")
 # fields the import reads, or that change nothing loralab computes (whatever their value):
@@ -126,17 +136,34 @@ def adapter_config_from_peft(peft: Mapping[str, Any]) -> dict[str, Any]:
     return adapter
 
 
+def task_type_of(model: nn.Module) -> str | None:
+    """PEFT's task_type for a transformers model, from its class (None: no such task)."""
+    name = type(model).__name__
+    return next((task for end, task in TASK_TYPES.items() if name.endswith(end)), None)
+
+
+def auto_mapping_of(model: nn.Module) -> dict[str, str] | None:
+    """What AutoPeftModel imports for a transformers model without a task_type (None: not one)."""
+    module = type(model).__module__
+    if not module.startswith("transformers.") or not hasattr(model, "config"):
+        return None
+    return {"base_model_class": type(model).__name__, "parent_library": module}
+
+
 def peft_config_of(
     layers: list[tuple[str, LoRALayer]],
     modules_to_save: list[str],
     base_model_name_or_path: str | None,
     task_type: str | None,
+    auto_mapping: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The `adapter_config.json` of layers built with one adapter config."""
     first = layers[0][1]
     config = {
         "peft_type": "LORA",
         "task_type": task_type,
+        # read by AutoPeftModel only where task_type is None
+        "auto_mapping": auto_mapping if task_type is None else None,
         "base_model_name_or_path": base_model_name_or_path,
         "revision": None,
         "inference_mode": True,

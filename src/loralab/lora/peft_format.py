@@ -35,10 +35,16 @@ from loralab.errors import AdapterConfigError, MissingFileError
 from loralab.io import atomic_path
 from loralab.lora.inject import AdapterReport, apply_adapter, lora_layers
 from loralab.lora.layer import LoRALayer
-from loralab.lora.peft_config import SEQ_CLS_HEADS, adapter_config_from_peft, peft_config_of
+from loralab.lora.peft_config import (
+    SEQ_CLS_HEADS,
+    adapter_config_from_peft,
+    auto_mapping_of,
+    peft_config_of,
+    task_type_of,
+)
 from loralab.lora.quantized_linear import QuantizedLinear
 from loralab.lora.state import load_adapter_tensors
-from loralab.lora.targets import match_any
+from loralab.lora.targets import match_any, task_heads
 from loralab.lora.variants import variants_of
 
 log = logging.getLogger("loralab.lora")
@@ -56,8 +62,10 @@ def export_peft(
 ) -> Path:
     """Write the model's adapter as a PEFT folder; returns the folder.
 
-    `task_type` (SEQ_CLS, CAUSAL_LM, ...) and `base_model_name_or_path` (the hub id or local
-    folder of the base) are what `AutoPeftModelFor<Task>.from_pretrained(folder)` reads.
+    `task_type` (SEQ_CLS, CAUSAL_LM, ...; None: the one of a transformers model's class) and
+    `base_model_name_or_path` (the hub id or local folder of the base) are what
+    `AutoPeftModelFor<Task>.from_pretrained(folder)` reads. The model's new task head goes
+    in as a module to save whether or not it trained: PEFT would initialise another one.
     """
     layers = list(lora_layers(model))
     if not layers:
@@ -72,7 +80,10 @@ def export_peft(
         for suffix, value in _exported_tensors(layer).items():
             tensors[f"{PREFIX}{name}.{suffix}"] = value
     modules_to_save = _fully_trained(model, tensors, layers)
-    config = peft_config_of(layers, modules_to_save, base_model_name_or_path, task_type)
+    task_type = task_type or task_type_of(model)
+    config = peft_config_of(
+        layers, modules_to_save, base_model_name_or_path, task_type, auto_mapping_of(model)
+    )
     if isinstance(first.base, QuantizedLinear):
         log.warning(
             "the adapter in %s was trained on a base stored as %s; apply it to the same "
@@ -112,16 +123,24 @@ def _exported_tensors(layer: LoRALayer) -> dict[str, torch.Tensor]:
 def _fully_trained(
     model: nn.Module, tensors: dict[str, torch.Tensor], layers: list[tuple[str, LoRALayer]]
 ) -> list[str]:
-    """Add the modules trained in full (a new head) to `tensors`; return their names."""
+    """Add the modules trained in full and the new task head to `tensors`; return their names."""
     adapter = {id(p) for _, layer in layers for p in layer.adapter_parameters().values()}
+    # a head no LoRA layer sits in, trained or not: the base does not hold its weights
+    heads = [h for h in task_heads(model) if not any(_inside(n, h) for n, _ in layers)]
     owners: list[str] = []
     for name, param in model.named_parameters():
-        if param.requires_grad and id(param) not in adapter:
+        new_head = any(_inside(name, head) for head in heads)
+        if (param.requires_grad or new_head) and id(param) not in adapter:
             tensors[PREFIX + name] = param.detach().to("cpu", copy=True).contiguous()
             owner = name.rpartition(".")[0]
             if owner not in owners:
                 owners.append(owner)
     return owners
+
+
+def _inside(name: str, module: str) -> bool:
+    """Whether `name` is the module `module` or lies within it."""
+    return name == module or name.startswith(module + ".")
 
 
 def read_peft_config(folder: str | Path) -> dict[str, Any]:
