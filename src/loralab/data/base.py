@@ -40,7 +40,7 @@ class GenerationSet:
 
     prompts: Sequence[str]
     prompt_ids: Sequence[Sequence[int]]
-    answers: Sequence[str]
+    answers: Sequence[str | tuple[str, ...]]  # a tuple: several answers accepted
     stop_ids: frozenset[int]
     pad_id: int
     decode: Callable[[Sequence[int]], str]

@@ -18,12 +18,17 @@ is dropped and counted, and both counts are logged per split (`counts`).
 
 Val and test also serve evaluation by generation: `generation_set(split)` gives their
 formatted prompts and expected answers (the assistant's text) for exact match, grouped by
-`data.group_field` when it is set (the bundled data's task family).
+`data.group_field` when it is set (the bundled data's task family). A set with several
+right answers per question (NQ-open) names their list in `data.accepted_field`: exact match
+accepts any of them. `data.exact_match_chance` (what guessing scores) and
+`data.exact_match_majority` (score always giving train's most common answer) are logged at
+test beside the score (`exact_match_baselines`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +61,14 @@ def masked_example(
     labels = [IGNORE_INDEX] * (len(prompt_ids) - 1) + ids[len(prompt_ids) :]
     status = TRUNCATED if kept < len(response_ids) else KEPT
     return {"input_ids": ids[:-1], "labels": labels}, status
+
+
+def accepted_answers(row: Mapping[str, Any], field: str | None, response: str) -> str | tuple:
+    """What exact match accepts: the row's list of answers in `field`, else the response."""
+    accepted = row[field] if field else None
+    if isinstance(accepted, str):
+        return accepted
+    return tuple(accepted) if accepted else response
 
 
 class PadPerBatch:
@@ -94,6 +107,9 @@ class InstructDataModule(SplitDataModule):
         response_field: str = "response",
         messages_field: str | None = None,
         group_field: str | None = None,
+        accepted_field: str | None = None,
+        exact_match_chance: float | None = None,
+        exact_match_majority: bool = False,
         system_prompt: str | None = None,
         chat_template: bool | None = None,
         max_seq_len: int = 256,
@@ -184,7 +200,7 @@ class InstructDataModule(SplitDataModule):
             fields = {"messages_field": hp.messages_field}
         else:
             fields = {"prompt_field": hp.prompt_field, "response_field": hp.response_field}
-        return {**fields, "group_field": hp.group_field}
+        return {**fields, "group_field": hp.group_field, "accepted_field": hp.accepted_field}
 
     def _encode(self, name: str, ds: Any) -> None:
         """Masked examples of one split, its generation set, and the truncation counts."""
@@ -204,7 +220,7 @@ class InstructDataModule(SplitDataModule):
             rows.append(example)
             prompts.append(messages[-2]["content"] if len(messages) > 1 else "")
             prompt_ids.append(prompt)
-            answers.append(messages[-1]["content"])
+            answers.append(accepted_answers(row, hp.accepted_field, messages[-1]["content"]))
             if hp.group_field:
                 groups.append(str(row[hp.group_field]))
         if not rows:
@@ -242,6 +258,18 @@ class InstructDataModule(SplitDataModule):
         """Val/test prompts in the model's format and the answers exact match expects."""
         self.setup()
         return self.generation.get(split)
+
+    def exact_match_baselines(self) -> dict[str, float]:
+        """Test exact match of guessing: the declared chance, and train's most common answer."""
+        hp, baselines = self.hparams, {}
+        if hp.exact_match_chance is not None:
+            baselines["chance"] = float(hp.exact_match_chance)
+        if hp.exact_match_majority:
+            self.setup()
+            train, test = self.generation["train"].answers, self.generation["test"].answers
+            majority = Counter(map(str, train)).most_common(1)[0][0]
+            baselines["majority"] = sum(str(a) == majority for a in test) / len(test)
+        return baselines
 
     def sample_prompt(self) -> str | None:
         self.setup()
