@@ -30,6 +30,14 @@ COMPANIONS = {
     "data=char_text": ["model=tiny_gpt", "task=language_modeling"],
     "data=lm_text": ["model=smollm2", "task=language_modeling"],
     "data=instruct": ["model=smollm2", "task=language_modeling"],
+    # real prose (data/real_texts.py): characters for TinyGPT, tokens for SmolLM2
+    "data=shakespeare_chars": ["model=tiny_gpt", "task=language_modeling"],
+    "data=shakespeare": ["model=smollm2", "task=language_modeling"],
+    # the real question sets (data/real_qa.py) are instruct data too
+    **{
+        f"data={qa}": ["model=smollm2", "task=language_modeling"]
+        for qa in ("asdiv", "quartz", "logiqa", "nq_open", "boolq")
+    },
     "model=smollm2": ["data=instruct", "task=language_modeling"],
 }
 

@@ -167,13 +167,18 @@ CORPORA: dict[str, tuple[str, Callable[[random.Random], str]]] = {
 
 @functools.lru_cache(maxsize=8)
 def corpus_text(name: str, n_chars: int = DEFAULT_CHARS, seed: int = DEFAULT_SEED) -> str:
-    """Bundled corpus `name` ('a' or 'b'): at least n_chars characters, the same for a seed."""
+    """Bundled corpus `name` ('a' or 'b'): at least n_chars characters, the same for a seed;
+    or the real text `name` of an installed package ('shakespeare': real_texts.py)."""
+    from loralab.data.real_texts import REAL_TEXTS, real_text
+
+    if name in REAL_TEXTS:
+        return real_text(name)
     if name not in CORPORA:
         from loralab.errors import ConfigError  # only on bad input: keeps this module light
 
         raise ConfigError(
-            f"data.corpus={name!r} is not a bundled corpus; use one of {sorted(CORPORA)} "
-            "or point data.path at your own text file."
+            f"data.corpus={name!r} is neither a bundled corpus nor a real text; use one of "
+            f"{sorted(CORPORA) + sorted(REAL_TEXTS)} or point data.path at your own text file."
         )
     rng = random.Random(f"{name}:{seed}")  # a string seed: corpora differ even for equal seeds
     make_block = CORPORA[name][1]

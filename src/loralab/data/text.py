@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from loralab.data import rows
 from loralab.data import text_source as source
 from loralab.data.base import SplitDataModule
 from loralab.errors import ConfigError
@@ -76,10 +77,14 @@ class TextClassificationDataModule(SplitDataModule):
         vocab_size: int | None = None,
         write_files: Callable[[], Any] | None = None,
         cache_dir: str | None = None,
+        keep_rows: Mapping[str, Any] | None = None,
+        dedupe: bool = False,
+        split_seed: int = source.CARVE_SEED,
     ) -> None:
         super().__init__()
         # plain containers, not Hydra's DictConfig: checkpoints must load with weights_only
         split_names, label_names = plain(split_names), plain(label_names)
+        keep_rows = plain(keep_rows)
         self.save_hyperparameters(ignore=["write_files"])
         if (train_file is None) == (dataset_name is None):
             raise ConfigError(
@@ -134,7 +139,8 @@ class TextClassificationDataModule(SplitDataModule):
                     split: f"split {split!r} of data.dataset_name={hp.dataset_name}"
                     for split in raw
                 }
-            splits = source.pick_splits(raw, stage_names, hp.val_fraction, hp.test_fraction)
+            carve = (hp.val_fraction, hp.test_fraction, hp.split_seed)
+            splits = source.pick_splits(raw, stage_names, *carve)
             fields = {
                 "text_field": hp.text_field,
                 "text_pair_field": hp.text_pair_field,
@@ -151,6 +157,11 @@ class TextClassificationDataModule(SplitDataModule):
                 self.label_names,
                 hp.num_classes,
             )
+            if hp.keep_rows or hp.dedupe:  # chosen from the checked rows, before carving
+                used = {split: raw[split] for split in source.source_splits(raw, stage_names)}
+                texts = [field for field in (hp.text_field, hp.text_pair_field) if field]
+                raw = rows.select_rows(used, origins, hp.keep_rows, texts if hp.dedupe else None)
+                splits = source.pick_splits(raw, stage_names, *carve)
             self.splits = {stage: self._encode(stage, ds) for stage, ds in splits.items()}
         sizes = {stage: len(ds) for stage, ds in self.splits.items()}
         log.info("text data: %s rows, labels %s", sizes, self.label_names or "as ids")

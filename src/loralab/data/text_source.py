@@ -22,7 +22,8 @@ from loralab.errors import ConfigError, MissingFileError
 STAGES = ("train", "val", "test")
 DEFAULT_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-# carving val/test out of train uses a fixed seed: every run of a comparison tests on the same rows
+# carving val/test out of train uses a fixed seed (data.split_seed of text classification,
+# this by default), not the run's: every run of a comparison tests on the same rows
 CARVE_SEED = 0
 
 
@@ -161,10 +162,14 @@ def source_splits(raw: Mapping[str, Any], names: Mapping[str, str]) -> list[str]
 
 
 def pick_splits(
-    raw: Mapping[str, Any], names: Mapping[str, str], val_fraction: float, test_fraction: float
+    raw: Mapping[str, Any],
+    names: Mapping[str, str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int = CARVE_SEED,
 ) -> dict[str, Any]:
     """Our train/val/test from the source's splits (`names`: stage -> source split name);
-    a missing val or test split is carved out of train."""
+    a missing val or test split is carved out of train, shuffled by `seed`."""
     unknown = set(names) - set(STAGES)
     if unknown:
         raise ConfigError(
@@ -188,7 +193,7 @@ def pick_splits(
                 f"(data.{stage}_file, or data.split_names.{stage} for a dataset) or set "
                 f"data.{stage}_fraction to a number in (0, 1) to carve it out of train."
             )
-        parts = train.train_test_split(test_size=fraction, seed=CARVE_SEED)
+        parts = train.train_test_split(test_size=fraction, seed=seed)
         train, picked[stage] = parts["train"], parts["test"]
     picked["train"] = train
     return {stage: picked[stage] for stage in STAGES}
