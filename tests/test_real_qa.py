@@ -246,7 +246,7 @@ def test_llm_asdiv_points_smollm2_at_asdiv(tmp_path):
 
     cfg = compose_config("train", ["experiment=llm_asdiv"], tmp_path)
     assert cfg.data.write_files.name == "asdiv" and cfg.monitor.metric == "val/exact_match"
-    assert cfg.source.name.startswith("general text")
+    assert cfg.source.name.startswith("Shakespeare perplexity")
     assert set(SOURCES) == set(QA_SETS)
     # the docs' swap: the same comparison on another set, with its chance level
     other = compose_config("train", ["experiment=llm_asdiv", "data=quartz"], tmp_path / "q")
