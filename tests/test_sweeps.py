@@ -210,7 +210,10 @@ def test_rank_sweep_over_two_seeds_with_failing_points_reports_every_run_and_poi
     for name in (*REPORT_PLOTS, "learning_vs_forgetting"):
         assert (sweep / f"{name}.png").is_file() and f"]({name}.png)" in text
     assert "## Forgetting" in text and "majority_group accuracy" in text
-    assert "phi(8, 32)" in text and "| layers.0.attn.q_proj | " in text
+    assert (
+        "phi(8, 32)" in text and "| q | 2 | " in text
+    )  # per module kind; each module in ranks.csv
+    assert "layers.0.attn.q_proj" in (sweep / "ranks.csv").read_text()
     # the interleaved probe rebuilt the three trained points from their checkpoints
     probe = json.loads((sweep / "probe.json").read_text())
     assert set(probe["results"]) == {"full", "lora_r8_a16_qv", "lora_r32_a64_qv"}

@@ -4,6 +4,7 @@ rank analysis; the tables of points are in `point_tables.py`."""
 from __future__ import annotations
 
 import csv
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 from loralab.io import atomic_path
 from loralab.report.collect import Run
 from loralab.report.quality import Quality
-from loralab.report.ranks import RankAnalysis, SubspaceComparison, ranks_by_kind, spread
+from loralab.report.ranks import (
+    RankAnalysis,
+    SubspaceComparison,
+    module_kind,
+    ranks_by_kind,
+    spread,
+)
 from loralab.run.summary import RunSummary
 
 
@@ -150,15 +157,37 @@ def energy_table(analysis: RankAnalysis) -> str | None:
 
 
 def subspace_table(comparison: SubspaceComparison) -> str:
-    """phi at three (i, j) corners per module, with what random subspaces would give."""
+    """phi at three (i, j) corners per module kind (median and range over its layers), with
+    what random subspaces would give."""
     small, large = comparison.small_rank, comparison.large_rank
+    groups: dict[str, list[str]] = {}
+    for module in comparison.grids:
+        groups.setdefault(module_kind(module), []).append(module)
     rows = []
-    for module, grid in comparison.grids.items():
-        d = comparison.input_dim[module]
-        i_max, j_max = grid.shape
-        top = f"{grid[0, 0]:.2f} ({1 / d:.2f})"
-        same_size = f"{grid[i_max - 1, i_max - 1]:.2f} ({i_max / d:.2f})"
-        inside = f"{grid[i_max - 1, j_max - 1]:.2f} ({j_max / d:.2f})"
-        rows.append([module, top, same_size, inside])
-    header = ["module", "phi(1, 1)", f"phi({small}, {small})", f"phi({small}, {large})"]
-    return table(header, rows) + "\n\nIn brackets: the expected value for random subspaces."
+    for kind, modules in groups.items():
+        grids = [comparison.grids[m] for m in modules]
+        d = comparison.input_dim[modules[0]]
+        i_max, j_max = grids[0].shape
+        corners = [(0, 0, 1), (i_max - 1, i_max - 1, i_max), (i_max - 1, j_max - 1, j_max)]
+        cells = [
+            f"{_phi_spread([float(g[i, j]) for g in grids])}; random {k / d:.2f}"
+            for i, j, k in corners
+        ]
+        rows.append([kind, str(len(modules)), *cells])
+    header = [
+        "module kind",
+        "layers",
+        "phi(1, 1)",
+        f"phi({small}, {small})",
+        f"phi({small}, {large})",
+    ]
+    return table(header, rows) + (
+        "\n\nEach cell: the median over the kind's layers (their range in brackets), then the "
+        "expected value for random subspaces."
+    )
+
+
+def _phi_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
