@@ -228,15 +228,23 @@ def learning_vs_forgetting(forgetting: Forgetting, quality: Quality, path: Path)
             ms=12 if point.is_full else 6,
             label=point.label,
         )
-    ax.axvline(0, color="gray", lw=0.8, ls=":")
+    title = "Learning vs forgetting (dots: runs; markers: mean, bars: 95% CI over seeds)"
+    return finish_forgetting_axes(fig, ax, forgetting, quality, title, path)
+
+
+def finish_forgetting_axes(
+    fig: plt.Figure, ax: plt.Axes, forgetting: Forgetting, quality: Quality, title: str, path: Path
+) -> Path:
+    """Axes of a learning-vs-forgetting figure: its labels, the zero line, grid and legend."""
     metric = forgetting.metric
     gain_unit = "points" if quality.percent else quality.name
     ax.set(
-        title="Learning vs forgetting (dots: runs; markers: mean, bars: 95% CI over seeds)",
+        title=title,
         xlabel=f"forgetting: {metric.name} lost on the source ({metric.unit}; left is better)",
         ylabel=f"learning: test {quality.name} gained on the target ({gain_unit})",
     )
     ax.title.set_fontsize(9)
+    ax.axvline(0, color="gray", lw=0.8, ls=":")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, path)

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loralab.report.forgetting import Forgetting
-from loralab.report.plots import draw_band, plt, point_colors, save_figure
+from loralab.report.plots import (
+    draw_band,
+    finish_forgetting_axes,
+    plt,
+    point_colors,
+    save_figure,
+)
 from loralab.report.quality import Quality
 from loralab.report.rates import RateSearch
 
@@ -85,15 +91,5 @@ def forgetting_frontier(
     if not drawn:
         plt.close(fig)
         return None
-    metric = forgetting.metric
-    gain_unit = "points" if quality.percent else quality.name
-    ax.set(
-        title="Learning vs forgetting at every learning rate (means over seeds; star: chosen on validation)",
-        xlabel=f"forgetting: {metric.name} lost on the source ({metric.unit}; left is better)",
-        ylabel=f"learning: test {quality.name} gained on the target ({gain_unit})",
-    )
-    ax.title.set_fontsize(9)
-    ax.axvline(0, color="gray", lw=0.8, ls=":")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    title = "Learning vs forgetting at every learning rate (means over seeds; star: chosen on validation)"
+    return finish_forgetting_axes(fig, ax, forgetting, quality, title, path)
