@@ -49,10 +49,10 @@ def test_the_data_reads_a_hugging_face_models_own_tokenizer_and_the_tiny_encoder
 ):
     cfg = compose_config("train", ["model=hf", f"model.pretrained_model_name_or_path={gpt2}",
                                    "data=text_csv"], tmp_path / "a")  # fmt: skip
-    assert cfg.data.tokenizer == str(gpt2)
-    assert (
-        compose_config("train", ["data=text_csv"], tmp_path / "b").data.tokenizer == minilm_path()
-    )
+    # the model's own tokenizer and embedding: no 30,522-token cap (a real GPT-2 has 50,257)
+    assert (cfg.data.tokenizer, cfg.data.vocab_size) == (str(gpt2), None)
+    tiny = compose_config("train", ["data=text_csv"], tmp_path / "b").data
+    assert (tiny.tokenizer, tiny.vocab_size) == (minilm_path(), 30522)  # sizes its embedding
     lm = compose_config("train", ["model=smollm2", "data=lm_text", "task=language_modeling",
                                   f"model.pretrained_model_name_or_path={gpt2}"], tmp_path / "c")  # fmt: skip
     assert lm.data.tokenizer == str(gpt2)
@@ -71,7 +71,7 @@ def test_an_explicit_other_tokenizer_is_still_refused_in_one_sentence(gpt2, tmp_
 def test_the_issues_gpt2_command_trains_merges_for_pipeline_and_exports_for_autopeftmodel(
     gpt2, tmp_path
 ):
-    from loralab.export import export
+    from loralab.export import export, read_load_kwargs
     from loralab.merge import merge
     from loralab.run.builder import load_run
     from loralab.train import train
@@ -97,8 +97,7 @@ def test_the_issues_gpt2_command_trains_merges_for_pipeline_and_exports_for_auto
 
     folder = tmp_path / "peft"
     export(compose_config("export", [f"ckpt_path={ckpt}", f"output={folder}"], tmp_path / "e"))
-    kwargs = json.loads((tmp_path / "e" / "export.json").read_text())["load_kwargs"]
-    kwargs.pop("id2label")  # JSON's string keys; the logits need only the head's size and pad
+    kwargs = read_load_kwargs(tmp_path / "e" / "export.json")
     loaded = peft.AutoPeftModelForSequenceClassification.from_pretrained(folder, **kwargs).eval()
     own = transformers.AutoTokenizer.from_pretrained(folder)
     with torch.no_grad():

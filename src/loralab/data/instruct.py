@@ -207,7 +207,7 @@ class InstructDataModule(SplitDataModule):
         hp, fields = self.hparams, self._fields()
         for key in ("prompt_field", "response_field"):
             if key in fields:
-                source.check_texts(name, key, ds[fields[key]])
+                source.check_texts(name, key, source.cells(ds, fields[key]))
         rows, prompts, prompt_ids, answers, groups = [], [], [], [], []
         counts = {"examples": len(ds), KEPT: 0, TRUNCATED: 0, DROPPED: 0}
         for index, row in enumerate(ds):

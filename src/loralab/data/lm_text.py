@@ -58,9 +58,9 @@ def read_documents(stage: str, path: str, text_field: str, cache_dir: str | None
 def column_texts(stage: str, ds: Any, text_field: str) -> list[str]:
     """The `text_field` column of a split, checked: a column that exists, rows with text."""
     source.check_columns({stage: ds}, {"text_field": text_field})
-    texts = ds[text_field]
+    texts = source.cells(ds, text_field)
     source.check_texts(stage, "text_field", texts)
-    return list(texts)
+    return texts
 
 
 def pack(streams: Sequence[Sequence[int]], eos_id: int) -> torch.Tensor:

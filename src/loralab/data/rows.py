@@ -18,6 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loralab.data.text_source import cells
 from loralab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ def keep_indices(ds: Any, origin: str, allowed: Mapping[str, set[Any]]) -> list[
                 f"data.keep_rows names the column {column!r}, which {origin} lacks (columns: "
                 f"{', '.join(ds.column_names)}); set data.keep_rows to its columns or null."
             )
-        cells = ds[column]
-        keep = [i for i in keep if cells[i] in values]
+        values_of_rows = cells(ds, column)
+        keep = [i for i in keep if values_of_rows[i] in values]
         if not keep:
-            found = sorted({str(cell) for cell in cells})[:10]
+            found = sorted({str(cell) for cell in values_of_rows})[:10]
             raise ConfigError(
                 f"data.keep_rows.{column}={sorted(map(str, values))} keeps no row of {origin} "
                 f"(its values: {', '.join(found)}); set data.keep_rows.{column} to some of them."
@@ -71,7 +72,7 @@ def select_rows(
     for name, ds in splits.items():
         keep = keep_indices(ds, origins.get(name, f"split {name!r}"), allowed)
         if dedupe_fields:
-            columns = [ds[field] for field in dedupe_fields]
+            columns = [cells(ds, field) for field in dedupe_fields]
             unique = []
             for i in keep:
                 key = tuple(column[i] for column in columns)

