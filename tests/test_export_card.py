@@ -34,7 +34,7 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_printed_snippet_loads_a_minilm_export_that_pipeline_classifies(
     minilm_run, tmp_path, capsys
 ):
-    from loralab.export import export
+    from loralab.export import export, read_load_kwargs
     from loralab.run.builder import load_run
 
     folder = tmp_path / "peft"
@@ -61,6 +61,13 @@ def test_the_printed_snippet_loads_a_minilm_export_that_pipeline_classifies(
     saved = json.loads((tmp_path / "export.json").read_text())
     assert saved["load_code"] in printed and saved["task_type"] == "SEQ_CLS"
     assert saved["load_kwargs"]["label2id"] == {"negative": 0, "positive": 1}
+
+    # the kwargs of export.json, read back with int keys, give pipeline the same answers
+    kwargs = read_load_kwargs(tmp_path / "export.json")
+    assert kwargs["id2label"] == {0: "negative", 1: "positive"}
+    loaded = peft.AutoPeftModelForSequenceClassification.from_pretrained(folder, **kwargs).eval()
+    again = transformers.pipeline("text-classification", model=loaded, tokenizer=tokenizer)
+    assert again(TEXTS) == found
 
 
 @pytest.mark.slow

@@ -11,14 +11,17 @@ saved beside it, so PEFT alone loads it:
 
 Keyword arguments the base's own config lacks (`num_labels` and the label names of the run,
 a decoder's `pad_token_id`) are printed as Python (`id2label` with int keys, as transformers
-wants them) and saved in export.json as `load_kwargs` (whose JSON makes those keys strings:
-`load_code` there is the Python line). `base_model_name_or_path=<hub id>` records another
+wants them) and saved in export.json as `load_kwargs`. JSON turns those keys into strings, which
+transformers keeps as they are when they come as keyword arguments (`pipeline` then fails on
+`id2label[1]`), so read them back with `read_load_kwargs(<export.json>)`, which restores the
+int keys; `load_code` there is the Python line. `base_model_name_or_path=<hub id>` records another
 source of the same base (MiniLM's hub id instead of its folder in site-packages). A
 README.md model card states the base, adapter, data and test metrics, with the snippet.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,14 @@ def test_metrics(run: LoadedRun) -> dict[str, float]:
         return {}
     metrics = RunSummary.read(folder).metrics
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
+
+
+def read_load_kwargs(export_json: str | Path) -> dict[str, Any]:
+    """The `load_kwargs` of an export.json as transformers wants them: id2label's keys as ints."""
+    kwargs = dict(json.loads(Path(export_json).read_text())["load_kwargs"])
+    if "id2label" in kwargs:
+        kwargs["id2label"] = {int(key): name for key, name in kwargs["id2label"].items()}
+    return kwargs
 
 
 def export(cfg: DictConfig) -> dict[str, float]:
