@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +79,33 @@ def pretrain_backbone(out: Path, *overrides: str) -> Path:
 def pretrained_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A backbone of the default shape, pretrained briefly: weights to load, not a good model."""
     return pretrain_backbone(tmp_path_factory.mktemp("pretrain"))
+
+
+def run_cli_many(
+    commands: dict[str, tuple[str, list[str]]], work: Path, parallel: int = 2
+) -> dict[str, subprocess.CompletedProcess]:
+    """`python -m <module> args...` of each id, each its own process forked from one interpreter
+    that imported loralab once (`tests/fork_cli.py`): the exit codes and output of separate
+    commands, without paying the ~6 s start-up of torch and Lightning for every one."""
+    work.mkdir(parents=True, exist_ok=True)
+    jobs = [{"id": key, "module": module, "args": list(args)}
+            for key, (module, args) in commands.items()]  # fmt: skip
+    (work / "jobs.json").write_text(json.dumps(jobs))
+    env = {**os.environ, "LORALAB_ROOT": project_root(), "HYDRA_FULL_ERROR": "0"}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    server = [sys.executable, "-m", "tests.fork_cli", str(work / "jobs.json"),
+              str(work / "results.json"), str(parallel)]  # fmt: skip
+    subprocess.run(server, cwd=project_root(), env=env, check=True, timeout=1200)
+    results = json.loads((work / "results.json").read_text())
+    return {
+        key: subprocess.CompletedProcess(
+            [sys.executable, "-m", module, *args],
+            results[key]["returncode"],
+            results[key]["stdout"],
+            results[key]["stderr"],
+        )  # fmt: skip
+        for key, (module, args) in commands.items()
+    }
 
 
 def run_cli(module: str, *args: str, cwd: Path | None = None, check: bool = True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config, run_cli, run_cli_many
 
 pytestmark = pytest.mark.slow
 
@@ -32,31 +32,37 @@ def test_multirun_over_two_ranks(tmp_path, pretrained_backbone):
         assert s["trainable_params"] == net.n_layers * 2 * s["rank"] * 2 * net.d_model + head
 
 
-@pytest.mark.parametrize(
-    ("override", "key"),
-    [
-        ("adapter.rank=0", "adapter.rank"),
-        ("adapter.alpha=-1", "adapter.alpha"),
-        ("adapter.targets=[nope]", "adapter.targets"),
-        # raised inside hydra.utils.instantiate, which wraps it: still one sentence (data.rule
-        # is a case of tests/test_fault_injection.py)
-        ("model.net.n_heads=3", "model.n_heads"),
-    ],
-)
-def test_bad_adapter_values_fail_in_one_sentence(tmp_path, pretrained_backbone, override, key):
-    proc = run_cli(
-        "loralab.train",
-        override,
-        f"model.checkpoint={pretrained_backbone}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        *QUICK,
-        check=False,
-    )
+BAD_VALUES = {
+    "adapter.rank=0": "adapter.rank",
+    "adapter.alpha=-1": "adapter.alpha",
+    "adapter.targets=[nope]": "adapter.targets",
+    # raised inside hydra.utils.instantiate, which wraps it: still one sentence (data.rule
+    # is a case of tests/test_fault_injection.py)
+    "model.net.n_heads=3": "model.n_heads",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_value_runs(tmp_path_factory, pretrained_backbone) -> dict:
+    """Each bad value's `python -m loralab.train` (all forked from one interpreter)."""
+    root = tmp_path_factory.mktemp("bad_values")
+    commands = {
+        override: ("loralab.train", [override, f"model.checkpoint={pretrained_backbone}",
+                                     f"hydra.run.dir={root / str(i)}", *QUICK])
+        for i, override in enumerate(BAD_VALUES)
+    }  # fmt: skip
+    procs = run_cli_many(commands, root / "cli")
+    return {o: (procs[o], root / str(i)) for i, o in enumerate(BAD_VALUES)}
+
+
+@pytest.mark.parametrize(("override", "key"), BAD_VALUES.items())
+def test_bad_adapter_values_fail_in_one_sentence(bad_value_runs, override, key):
+    proc, run = bad_value_runs[override]
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and key in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed"
 
 

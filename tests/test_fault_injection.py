@@ -1,27 +1,28 @@
 """Fault injection: every bad input of docs/reliability.md, driven through the real CLI.
 
-Each case runs `python -m loralab.<entry> ...` as a user would and must end with exit code 1,
-exactly one `error:` line that names the key at fault and matches the message the page
+Each case runs `python -m loralab.<entry> ...` as a user would (each its own process, forked
+from one interpreter that imported loralab once: `tests/fork_cli.py`) and must end with exit
+code 1, exactly one `error:` line that names the key at fault and matches the message the page
 documents (the page's table is the expected output: a `<...>` there stands for a path or
 number that varies), no traceback, and every file that existed before byte-identical after.
-The cases run a few at a time, all started from one prepared set of inputs.
+The cases run two at a time, all started from one prepared set of inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, run_cli_many
 
 from loralab.callbacks.run_config import BASE_KEY, CONFIG_KEY
 from loralab.models import TransformerEncoderClassifier, save_backbone
@@ -212,12 +213,10 @@ def command(case: Case, paths: dict[str, Path]) -> list[str]:
     return [sys.executable, "-m", case.module, *args]
 
 
-def run(case: Case, paths: dict[str, Path]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LORALAB_ROOT": project_root(), "HYDRA_FULL_ERROR": "0"}
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return subprocess.run(
-        command(case, paths), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+def run_all(cases: list[Case], paths: dict[str, Path]) -> dict[str, subprocess.CompletedProcess]:
+    """Every case as its own process (forked from one interpreter that imported loralab once)."""
+    commands = {c.id: (c.module, command(c, paths)[3:]) for c in cases}
+    return run_cli_many(commands, paths["out"].parent / "cli")
 
 
 @dataclass
@@ -235,10 +234,7 @@ def outcomes(tmp_path_factory) -> Outcomes:
     paths = prepare_inputs(root)
     before = snapshot(root, paths["out"])
     cases = [c for c in CASES if not (c.needs_no_gpu and torch.cuda.is_available())]
-    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
-        results = dict(
-            zip([c.id for c in cases], pool.map(lambda c: run(c, paths), cases), strict=True)
-        )
+    results = run_all(cases, paths)
     return Outcomes(paths, before, snapshot(root, paths["out"]), results)
 
 
@@ -303,7 +299,7 @@ def test_the_reports_rank_analysis_never_unpickles_a_checkpoint(tmp_path):
                "checkpoint_path": str(payload),
                "base_checkpoint": str(tiny_encoder_file(tmp_path / "base.safetensors", seed=0)),
                "metrics": {"val/acc": 0.5}}  # fmt: skip
-    (run_dir / "summary.json").write_text(__import__("json").dumps(summary))
+    (run_dir / "summary.json").write_text(json.dumps(summary))
     proc = run_cli("loralab.report", str(tmp_path / "sweep"), check=False)
     assert not (tmp_path / PWNED).exists(), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
