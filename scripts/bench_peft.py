@@ -17,6 +17,10 @@ Prints the ratios the LoRA core is held to:
     python scripts/bench_peft.py --rounds 7 --device cuda
     python scripts/bench_peft.py --random-init  # MiniLM's shape, random weights: no model files
     python scripts/bench_peft.py --model gpt2   # GPT-2 124M (random weights), LoRA on c_attn
+    python scripts/bench_peft.py --compile      # + both compiled (regional, inductor)
+
+`--compile` adds loralab and PEFT compiled the same way (`loralab.run.compiled.compile_model`:
+each transformer layer's forward through torch.compile, inductor), and the ratio of the two.
 """
 
 from __future__ import annotations
@@ -174,6 +178,16 @@ def contenders(base: nn.Module, bench: BenchModel) -> tuple[nn.Module, nn.Module
     return ours, peft, full, report.summary()
 
 
+def compiled_twins(ours: nn.Module, peft: nn.Module, backend: str) -> tuple[nn.Module, nn.Module]:
+    """Copies of both LoRA models with their repeated blocks compiled by `backend`."""
+    from loralab.run.compiled import compile_model
+
+    twins = copy.deepcopy(ours), copy.deepcopy(peft)
+    for twin in twins:
+        compile_model(twin, backend=backend)
+    return twins
+
+
 def measure_training(models: dict[str, nn.Module], batch: dict, args: argparse.Namespace):
     """Step times of every model, and the training memory of loralab's LoRA and of full."""
     steps = {name: train_step(model, batch) for name, model in models.items()}
@@ -211,6 +225,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     batch = make_batch(base.config.vocab_size, batch_size, args.seq_len, args.device)
     ours, peft, full, summary = contenders(base, bench)
     trained = {"loralab": ours, "peft": peft, **({"full": full} if bench.with_full else {})}
+    compiled = getattr(args, "compile", False)
+    if compiled:  # the same A and B, each library's layers compiled the same way
+        twins = compiled_twins(ours, peft, getattr(args, "compile_backend", "inductor"))
+        trained["loralab_compiled"], trained["peft_compiled"] = twins
     train, memory = measure_training(trained, batch, args)
     merged = copy.deepcopy(ours)
     merge_lora(merged)
@@ -229,6 +247,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     print("train step ms: " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in train.items()))
     print("inference ms:  " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in infer.items()))
     ratios = {"lora_step / peft_step": train["loralab"] / train["peft"]}
+    if compiled:
+        ratios["compiled: lora_step / peft_step"] = (
+            train["loralab_compiled"] / train["peft_compiled"]
+        )
+        ratios["lora_step compiled / eager"] = train["loralab_compiled"] / train["loralab"]
     if bench.with_full:
         mib = ", ".join(f"{k} {v.total / 2**20:.1f}" for k, v in memory.items())
         print(f"training memory MiB (params + grads + Adam + saved activations): {mib}")
@@ -244,6 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 TARGETS_BY_RATIO = {
     "lora_step / peft_step": 1.00,
+    "compiled: lora_step / peft_step": 1.00,
     "lora_step / full_step": 0.65,
     "merged_inference / base": 1.02,
     "unmerged_inference / base": 1.10,
@@ -276,6 +300,8 @@ def main() -> None:
     parser.add_argument("--random-init", action="store_true")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the ratios here")
+    parser.add_argument("--compile", action="store_true", help="also time both compiled")
+    parser.add_argument("--compile-backend", default="inductor")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,6 +17,7 @@ from loralab.errors import ConfigError
 from loralab.io import write_json
 from loralab.run.builder import load_run
 from loralab.run.cli import hydra_entry
+from loralab.run.compiled import compile_model
 from loralab.run.tracking import scalar_metrics
 
 log = logging.getLogger("loralab.eval")
@@ -28,6 +29,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split must be test or val, got {cfg.split!r}; set split=test.")
     run = load_run(cfg.ckpt_path, allow_other_base=cfg.allow_other_base)
+    if cfg.get("compile"):
+        compile_model(run.model, **cfg.compile_options)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     check = trainer.test if cfg.split == "test" else trainer.validate
     check(run.task, datamodule=run.datamodule)

@@ -33,6 +33,7 @@ from loralab.models import save_backbone
 from loralab.models.backbone import check_backbone_target
 from loralab.run.builder import Run, build_run
 from loralab.run.cli import hydra_choice, hydra_entry, in_multirun
+from loralab.run.compiled import compile_model
 from loralab.run.components import instantiate_callbacks, instantiate_loggers
 from loralab.run.folder import check_fresh_folder
 from loralab.run.resume import resume_checkpoint
@@ -53,6 +54,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resume_checkpoint(cfg)  # ckpt_path=last: this run folder's newest last.ckpt
     run = build_run(cfg)
     log.info("%s\n%s", run.report.summary(), format_parameter_table(run.model))
+    if cfg.get("compile"):
+        compile_model(run.model, **cfg.compile_options)
 
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), loggers)

@@ -1,4 +1,4 @@
-"""Every private Lightning and Hydra API loralab relies on, in one module.
+"""Every private Lightning, Hydra and torch API loralab relies on, in one module.
 
 Private names (a leading underscore, `hydra._internal`) can move in any release. loralab
 needs a few of them: there is no public way to reuse Lightning's per-device process launcher,
@@ -110,6 +110,13 @@ def sync_module_states(module: Any) -> None:
     _sync_module_states(module)
 
 
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """What torch.compile raises when it cannot compile (not errors of the model itself)."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    return (TorchDynamoException,)
+
+
 def datamodule_state_key(datamodule: L.LightningDataModule) -> str:
     """The checkpoint key under which Lightning saves a data module's `state_dict()`."""
     return type(datamodule).__qualname__
@@ -128,6 +135,10 @@ def missing_private_apis() -> list[str]:
         joblib_execute_job()
     except ImportError:
         missing.append("hydra_plugins.hydra_joblib_launcher._core.execute_job")
+    try:
+        compile_errors()
+    except ImportError:
+        missing.append("torch._dynamo.exc.TorchDynamoException")
     distributed = importlib.import_module("lightning.pytorch.overrides.distributed")
     if not callable(getattr(distributed, "_sync_module_states", None)):
         missing.append("lightning.pytorch.overrides.distributed._sync_module_states")
