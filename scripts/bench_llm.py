@@ -6,7 +6,10 @@ batch of random token ids, LoRA r=8 on q_proj, v_proj for loralab and for PEFT (
 A and B), full fine-tuning of everything, AdamW for all. Step times come from contenders
 taking turns round by round in one process; the train state (weights + gradients + Adam
 state, counted from the tensors) from that process too; the peak resident memory of a
-step from one fresh process per contender, which holds nothing else.
+step from one fresh process per contender, which holds nothing else. QLoRA (NF4, double
+quantization, the same A and B) is timed beside them for a training step and for evaluation:
+greedy generation of `--new-tokens` tokens for the batch with the key/value cache, as loralab
+generates (each quantized layer dequantized once per call) and dequantizing per token.
 
     make bench                              # after scripts/bench.py and scripts/bench_peft.py
     python scripts/bench_llm.py --rounds 5 --batch-size 8
@@ -45,7 +48,7 @@ SMOLLM2_SHAPE = {
     "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
     "tie_word_embeddings": True,
 }
-TARGETS_BY_RATIO = {"lora_step / peft_step": 1.00}
+TARGETS_BY_RATIO = {"lora_step / peft_step": 1.00, "qlora_eval / lora_eval": 1.30}
 
 
 def build_base(random_init: bool, device: str) -> tuple[nn.Module, str]:
@@ -98,6 +101,34 @@ def training_step(model: nn.Module, ids: torch.Tensor):
     return step, optimizer
 
 
+def qlora_twin(base: nn.Module, ours: nn.Module) -> nn.Module:
+    """QLoRA (NF4, double quantization) on a copy of `base`, holding the A and B of `ours`."""
+    twin = copy.deepcopy(base)
+    apply_adapter(twin, {**lora_config(), "quant": "nf4", "double_quant": True})
+    with torch.no_grad():
+        for (_, layer), (_, own) in zip(lora_layers(twin), lora_layers(ours), strict=True):
+            layer.lora_A.copy_(own.lora_A)
+            layer.lora_B.copy_(own.lora_B)
+    return twin
+
+
+def generation_call(model: nn.Module, ids: torch.Tensor, new_tokens: int, hold: bool):
+    """Greedy generation of exactly `new_tokens` tokens per row, with the key/value cache;
+    `hold`: quantized layers dequantized once for the call (as loralab's generation does)."""
+    from contextlib import nullcontext
+
+    from loralab.lora.quantized_linear import held_dequantized
+
+    def call() -> None:
+        with held_dequantized(model) if hold else nullcontext(), torch.no_grad():
+            model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
+            )  # fmt: skip
+
+    return call
+
+
 def peak_rss_of_a_step(method: str, args: argparse.Namespace) -> int:
     """In a fresh process: build the model, adapt it, run two steps; its peak RSS in bytes."""
     context = multiprocessing.get_context("spawn")
@@ -128,8 +159,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         for _, layer in lora_layers(ours):
             layer.lora_B.normal_(0.0, 0.02)
     peft = peft_twin(base, ours)
+    qlora = qlora_twin(base, ours)
     del base
-    models = {"loralab": ours, "peft": peft, "full": full}
+    models = {"loralab": ours, "peft": peft, "full": full, "qlora": qlora}
     steps = {name: training_step(model, ids) for name, model in models.items()}
     times = alternate(
         {name: synchronized(step, args.device) for name, (step, _) in steps.items()},
@@ -139,12 +171,29 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     state = {
         name: train_state_bytes(models[name], [steps[name][1]]) for name in ("loralab", "full")
     }
+    prompts = make_batch(args.batch_size, args.seq_len // 2, args.device)
+    for model in (ours, qlora):
+        model.eval()
+    generation = {
+        "lora": generation_call(ours, prompts, args.new_tokens, hold=True),
+        "qlora": generation_call(qlora, prompts, args.new_tokens, hold=True),
+        "qlora_per_token": generation_call(qlora, prompts, args.new_tokens, hold=False),
+    }
+    evals = alternate(
+        {name: synchronized(call, args.device) for name, call in generation.items()},
+        args.rounds,
+        args.steps,
+    )
     print(
         f"SmolLM2-135M ({weights}) on {args.device}, batch {args.batch_size} x {args.seq_len}; "
         f"LoRA r={RANK} alpha={ALPHA} on {','.join(TARGETS)}"
     )
     print(f"medians over {args.rounds} alternating rounds of {args.steps} steps")
     print("train step ms: " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in times.items()))
+    print(
+        f"evaluation ms ({args.new_tokens} new tokens for {args.batch_size} prompts of "
+        f"{args.seq_len // 2}): " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in evals.items())
+    )
     print("train state MiB: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in state.items()))
     print(
         "peak RSS MiB (fresh process each): "
@@ -155,6 +204,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         "lora_step / peft_step": times["loralab"] / times["peft"],
         "lora_train_state / full_train_state": state["loralab"] / state["full"],
         "lora_peak_rss / full_peak_rss": rss["lora"] / rss["full"],
+        "qlora_step / lora_step": times["qlora"] / times["loralab"],
+        "qlora_eval / lora_eval": evals["qlora"] / evals["lora"],
+        "qlora_eval per-token dequantization / lora_eval": evals["qlora_per_token"] / evals["lora"],
     }
 
 
@@ -164,6 +216,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=8, help="generated per evaluation")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--random-init", action="store_true")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")

@@ -255,3 +255,38 @@ def test_a_qlora_run_reports_its_base_weight_bytes(train_cfg) -> None:
     assert summary["frozen_linear_bytes"] < 0.16 * summary["frozen_linear_bytes_fp32"]
     assert summary["base_weight_bytes"] < summary["base_weight_bytes_fp32"]
     assert summary["total_params"] > summary["trainable_params"] > 0
+
+
+def test_generation_dequantizes_each_layer_once_per_call_with_the_same_answers(
+    tmp_path, monkeypatch
+) -> None:
+    from tests.tiny_llm import write_tiny_llama
+
+    from loralab.lora.quantized_linear import QuantizedLinear
+    from loralab.models.generation import generate_many
+    from loralab.models.hf import build_hf_model
+
+    model = build_hf_model(str(write_tiny_llama(tmp_path / "llama")), task="causal_lm")
+    apply_adapter(model, {"name": "lora", "rank": 4, "alpha": 8, "targets": "all-linear",
+                          "quant": "nf4", "trainable": []})  # fmt: skip
+    pretend_trained(model)
+    layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    prompts, new_tokens = [[5, 9, 13], [7, 8]], 6
+    calls = {"n": 0}
+    real = QuantizedLinear.dequantize
+
+    def counted(self):
+        calls["n"] += 1
+        return real(self)
+
+    monkeypatch.setattr(QuantizedLinear, "dequantize", counted)
+    held = generate_many(model, prompts, new_tokens, stop_ids={0}, pad_id=0, batch_size=2)
+    assert calls["n"] == len(layers) > 0  # once per layer for the call, not once per token
+    assert all(layer.held_weight is None for layer in layers)  # dropped afterwards
+    with torch.no_grad():  # token by token, each forward dequantizing afresh
+        ids = torch.tensor([prompts[0]])
+        for _ in range(new_tokens):
+            ids = torch.cat([ids, model(ids).logits[:, -1:].argmax(-1)], dim=1)
+    assert calls["n"] > 2 * len(layers)
+    expected = ids[0, len(prompts[0]) :].tolist()
+    assert held[0] and held[0] == expected[: len(held[0])]

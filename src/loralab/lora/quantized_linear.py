@@ -1,7 +1,8 @@
 """`QuantizedLinear`: a frozen linear layer stored in int8 or NF4, dequantized on the fly.
 
 This is the frozen base of QLoRA: the weight lives as codes + scales (see `quant.py`), and
-every forward rebuilds a full-precision copy just for the matmul, then drops it. Memory for
+every forward rebuilds a full-precision copy just for the matmul, then drops it (generation,
+which calls the model once per token, holds one copy for the whole call: `held_dequantized`). Memory for
 the weights falls to ~1/4 (int8) or ~1/8 (NF4) of float32; the price is the rounding error
 and a dequantization per call. LoRA's A and B on top stay in full precision.
 
@@ -14,7 +15,8 @@ registered layer type the quantized layer stands in for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,8 @@ class QuantizedLinear(nn.Module):
             self.bias.requires_grad_(False)
         # a merged adapter needs a full-precision weight; the codes stay, so unmerge is exact
         self.register_buffer("dense_weight", None, persistent=False)
+        # the dequantized weight, held for a block of calls that reuse it (`held_dequantized`)
+        self.held_weight: Tensor | None = None
         self.warned_about_merging = False
 
     def stored(self) -> QuantizedWeight:
@@ -77,7 +81,9 @@ class QuantizedLinear(nn.Module):
     @property
     def weight(self) -> Tensor:
         """A full-precision weight for this call: merged if an adapter was merged in."""
-        return self.dense_weight if self.dense_weight is not None else self.dequantize()
+        if self.dense_weight is not None:
+            return self.dense_weight
+        return self.held_weight if self.held_weight is not None else self.dequantize()
 
     def stored_bytes(self) -> int:
         """Bytes the weight takes as stored (codes and scales; the bias is not included)."""
@@ -116,6 +122,27 @@ class QuantizedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"{self.fmt}{dq}{layout}"
         )
+
+
+@contextmanager
+def held_dequantized(model: nn.Module) -> Iterator[None]:
+    """Inside: every quantized layer of `model` dequantized once and reused by each call.
+
+    Generation calls the model once per new token: without this, each of those calls
+    dequantizes every layer again (211 layers of SmolLM2 per token). Nothing trains inside,
+    so the codes cannot change; the price is float weights in memory while it lasts.
+    """
+    layers = [
+        m for m in model.modules() if isinstance(m, QuantizedLinear) and m.held_weight is None
+    ]
+    with torch.no_grad():
+        for layer in layers:
+            layer.held_weight = layer.dequantize()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.held_weight = None
 
 
 def warn_merged_in_float(layers: Iterable[nn.Module]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 import torch
 from torch import Tensor, nn
 
+from loralab.lora.quantized_linear import held_dequantized
 from loralab.models.outputs import logits_of
 from loralab.models.sampling import pick_next
 
@@ -67,14 +68,17 @@ def generate_batch(
     was_training = model.training
     model.eval()
     try:
-        if is_hf_generator(model):
-            new = _hf_generate(
-                model, prompts, max_new_tokens, stop_ids, pad_id, temperature, top_k, seed
-            )
-        else:
-            new = [
-                _loop(model, p, max_new_tokens, stop_ids, temperature, top_k, seed) for p in prompts
-            ]
+        # a quantized base is dequantized once for all the tokens, not once per token
+        with held_dequantized(model), torch.no_grad():
+            if is_hf_generator(model):
+                new = _hf_generate(
+                    model, prompts, max_new_tokens, stop_ids, pad_id, temperature, top_k, seed
+                )
+            else:
+                new = [
+                    _loop(model, p, max_new_tokens, stop_ids, temperature, top_k, seed)
+                    for p in prompts
+                ]
     finally:
         model.train(was_training)
     return [cut_at_stop(ids, stop_ids) for ids in new]
