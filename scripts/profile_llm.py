@@ -1,0 +1,102 @@
+"""Where a LoRA step and an evaluation of SmolLM2 spend their time: torch.profiler's top operators.
+
+One AdamW step of LoRA r=8 on q_proj, v_proj (batch 4 x 64, as scripts/bench_llm.py) and one
+greedy generation of 16 tokens for 8 prompts of 32 tokens with the key/value cache (as the
+exact-match evaluation generates), each after a warm-up call, profiled on the CPU. Prints,
+per phase, the operators by self CPU time with their share of the phase's total:
+
+    python scripts/profile_llm.py                    # the converted SmolLM2 (or its shape)
+    python scripts/profile_llm.py --adapter qlora    # NF4 base: what dequantization costs
+    python scripts/profile_llm.py --tiny             # a 2-layer Llama, for a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+import torch.nn.functional as F
+from bench_llm import SMOLLM2_SHAPE, build_base  # scripts/ is on a script's path
+from torch.profiler import ProfilerActivity, profile
+
+from loralab.lora import apply_adapter
+from loralab.lora.quantized_linear import held_dequantized
+
+ADAPTERS = {
+    "lora": {"name": "lora", "rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]},
+    "lora_all": {"name": "lora", "rank": 16, "alpha": 32, "targets": "all-linear"},
+    "qlora": {"name": "lora", "rank": 16, "alpha": 32, "targets": "all-linear", "quant": "nf4",
+              "double_quant": True},
+    "full": {"name": "full"},
+}  # fmt: skip
+TINY_SHAPE = {**SMOLLM2_SHAPE, "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "head_dim": 16, "vocab_size": 512}  # fmt: skip
+
+
+def top_operators(prof: profile, limit: int) -> list[tuple[str, float, float]]:
+    """(operator, self CPU ms, share of the phase) for the `limit` costliest operators."""
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, e.self_cpu_time_total / 1e3, e.self_cpu_time_total / total)
+            for e in events[:limit]]  # fmt: skip
+
+
+def profiled(fn, limit: int) -> tuple[float, list[tuple[str, float, float]]]:
+    """Wall ms of one call of `fn` (after a warm-up call) and its top operators."""
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3
+    return total, top_operators(prof, limit)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", choices=sorted(ADAPTERS), default="lora")
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer Llama of random weights")
+    args = parser.parse_args()
+    if args.tiny:
+        import bench_llm
+
+        bench_llm.SMOLLM2_SHAPE = TINY_SHAPE
+    base, weights = build_base(args.tiny, "cpu")
+    model = copy.deepcopy(base)
+    del base
+    apply_adapter(model, {**ADAPTERS[args.adapter], "trainable": []})
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, vocab, (4, 64), generator=g)
+    prompts = torch.randint(3, vocab, (8, 32), generator=g)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(input_ids=ids).logits
+        F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+        optimizer.step()
+
+    def evaluate() -> None:
+        model.eval()
+        with held_dequantized(model), torch.no_grad():
+            model.generate(
+                input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=16,
+                min_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0,
+            )  # fmt: skip
+
+    print(f"SmolLM2-135M's shape ({'tiny' if args.tiny else weights}), {args.adapter}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    for phase, fn in (("train step (4 x 64)", step), ("evaluation (8 x 32 + 16 new)", evaluate)):
+        total, rows = profiled(fn, args.top)
+        print(f"\n{phase}: {total:.0f} ms of operator self time")
+        print(f"{'operator':<44}{'self ms':>10}{'share':>8}")
+        for name, ms, share in rows:
+            print(f"{name[:43]:<44}{ms:>10.1f}{share:>8.1%}")
+
+
+if __name__ == "__main__":
+    main()
