@@ -5,6 +5,6 @@ collect (summaries + event files) -> quality metric -> rank analysis -> figures 
 """
 
 from loralab.report.build import build_report
-from loralab.report.collect import Run, collect_runs, newest_sweep
+from loralab.report.collect import SweepRun, collect_runs, newest_sweep
 
-__all__ = ["Run", "build_report", "collect_runs", "newest_sweep"]
+__all__ = ["SweepRun", "build_report", "collect_runs", "newest_sweep"]

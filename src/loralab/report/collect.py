@@ -1,4 +1,4 @@
-"""Read a sweep folder: one `Run` per run folder, with its summary and TensorBoard curves."""
+"""Read a sweep folder: one `SweepRun` per run folder, with its summary and TensorBoard curves."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 
 
 @dataclass
-class Run:
+class SweepRun:
     """One run folder of a sweep: what its summary.json and event files say."""
 
     dir: Path
@@ -89,7 +89,7 @@ def _job_order(path: Path) -> tuple[int, int | str]:
     return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
 
 
-def read_run(run_dir: Path) -> Run:
+def read_run(run_dir: Path) -> SweepRun:
     """A run folder; a folder without a readable summary.json counts as a failed run."""
     try:
         summary = RunSummary.read(run_dir)
@@ -99,7 +99,9 @@ def read_run(run_dir: Path) -> Run:
         summary = RunSummary(error=f"unreadable {SUMMARY_FILE} ({error})")
     overrides = read_overrides(run_dir)
     summary.run_name = summary.run_name or _run_name_from_overrides(dict(overrides))
-    return Run(dir=run_dir, summary=summary, curves=read_curves(run_dir), override_list=overrides)
+    return SweepRun(
+        dir=run_dir, summary=summary, curves=read_curves(run_dir), override_list=overrides
+    )
 
 
 def read_overrides(run_dir: Path) -> list[tuple[str, str]]:
@@ -126,7 +128,7 @@ def _run_name_from_overrides(overrides: dict[str, str]) -> str | None:
     return " ".join(f"{k}={v}" for k, v in overrides.items())[:60] or None
 
 
-def collect_runs(sweep_dir: str | Path) -> list[Run]:
+def collect_runs(sweep_dir: str | Path) -> list[SweepRun]:
     """Every run folder of a sweep, in job order."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():

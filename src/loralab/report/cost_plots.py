@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from loralab.report.collect import Run
+from loralab.report.collect import SweepRun
 from loralab.report.plots import draw_bars, error_bar, point_colors, save_figure
 from loralab.report.points import Point
 from loralab.report.speed import SpeedProbe
@@ -51,7 +51,7 @@ def resources(points: Sequence[Point], speed: SpeedProbe | None, path: Path) -> 
     return save_figure(fig, path)
 
 
-def _step_time(run: Run) -> float | None:
+def _step_time(run: SweepRun) -> float | None:
     return run.summary.step_time_ms
 
 

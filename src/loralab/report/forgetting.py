@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loralab.callbacks.source_eval import SOURCE_PREFIX, START
-from loralab.report.collect import Run
+from loralab.report.collect import SweepRun
 from loralab.report.compare import Comparison, compare, reference_point
 from loralab.report.numbers import (
     fmt_change,
@@ -35,7 +35,7 @@ class SourceMetric:
     higher_is_better: bool
     percent: bool
 
-    def change(self, run: Run) -> float | None:
+    def change(self, run: SweepRun) -> float | None:
         """How much the run lost on its source: accuracy points lost, or perplexity gained."""
         start, after = run.metric(self.key + START), run.metric(self.key)
         if start is None or after is None:
@@ -59,7 +59,7 @@ SOURCE_METRICS = (
 )
 
 
-def source_metric(runs: Sequence[Run]) -> SourceMetric | None:
+def source_metric(runs: Sequence[SweepRun]) -> SourceMetric | None:
     """The source metric any completed run measured, or None (no run evaluated a source)."""
     for metric in SOURCE_METRICS:
         if any(r.completed and metric.change(r) is not None for r in runs):
@@ -83,7 +83,7 @@ def learning(quality: Quality, points: Sequence[Point]) -> Value:
     }
     base_mean = statistics.fmean(base.values()) if base else None
 
-    def gain(run: Run) -> float | None:
+    def gain(run: SweepRun) -> float | None:
         start, after = run.metric(quality.test + START), quality.test_value(run)
         if start is None and not run.untrained:
             start = base.get(run.seed, base_mean)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from loralab.io import atomic_path
-from loralab.report.collect import Run
+from loralab.report.collect import SweepRun
 from loralab.report.quality import Quality
 from loralab.report.ranks import (
     RankAnalysis,
@@ -73,7 +73,7 @@ EXTRA_COLUMNS: list[tuple[str, Callable[[RunSummary], Any]]] = [
 ]
 
 
-def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
+def _columns(quality: Quality) -> list[tuple[str, Callable[[SweepRun], str]]]:
     """(header, cell of a run) for every column of the run table."""
     return [
         ("run", lambda r: r.name),
@@ -98,7 +98,9 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
     ]
 
 
-def run_columns(runs: Sequence[Run], quality: Quality) -> list[tuple[str, Callable[[Run], str]]]:
+def run_columns(
+    runs: Sequence[SweepRun], quality: Quality
+) -> list[tuple[str, Callable[[SweepRun], str]]]:
     """The run table's columns; extra ones for fields some runs add, the status last."""
     columns = _columns(quality)
     for header, field in EXTRA_COLUMNS:
@@ -108,14 +110,14 @@ def run_columns(runs: Sequence[Run], quality: Quality) -> list[tuple[str, Callab
     return columns
 
 
-def run_table(runs: Sequence[Run], quality: Quality) -> str:
+def run_table(runs: Sequence[SweepRun], quality: Quality) -> str:
     """One row per run, failed runs included."""
     columns = run_columns(runs, quality)
     rows = [[cell(run) for _, cell in columns] for run in runs]
     return table([header for header, _ in columns], rows)
 
 
-def write_runs_csv(runs: Sequence[Run], quality: Quality, path: Path) -> Path:
+def write_runs_csv(runs: Sequence[SweepRun], quality: Quality, path: Path) -> Path:
     """The run table as CSV (the same cells), for a spreadsheet or a sweep too long to read."""
     columns = run_columns(runs, quality)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
@@ -126,7 +128,7 @@ def write_runs_csv(runs: Sequence[Run], quality: Quality, path: Path) -> Path:
     return path
 
 
-def failed_table(runs: Sequence[Run]) -> str | None:
+def failed_table(runs: Sequence[SweepRun]) -> str | None:
     failed = [r for r in runs if not r.completed]
     if not failed:
         return None

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed, safe in tests and on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loralab.report.collect import Curve, Run  # noqa: E402
+from loralab.report.collect import Curve, SweepRun  # noqa: E402
 from loralab.report.forgetting import Forgetting  # noqa: E402
 from loralab.report.points import Point  # noqa: E402
 from loralab.report.quality import Quality  # noqa: E402
@@ -90,7 +90,7 @@ def draw_band(ax: plt.Axes, steps: list[int], ests: list[Estimate], scale: float
     return True
 
 
-def _loss_curve(run: Run) -> Curve:
+def _loss_curve(run: SweepRun) -> Curve:
     loss = run.curves.get("train/loss_step") or run.curves.get("train/loss", [])
     return list(zip([s for s, _ in loss], smooth([v for _, v in loss], SMOOTHING), strict=True))
 

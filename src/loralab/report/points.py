@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from loralab.report.collect import SEED_KEY, Run
+from loralab.report.collect import SEED_KEY, SweepRun
 from loralab.report.stats import Estimate, estimate
 
-Value = Callable[[Run], float | None]
+Value = Callable[[SweepRun], float | None]
 
 
 @dataclass
@@ -21,14 +21,14 @@ class Point:
     """One point of the grid: its runs (one per seed), in job order."""
 
     label: str
-    runs: list[Run] = field(default_factory=list)
+    runs: list[SweepRun] = field(default_factory=list)
 
     @property
-    def completed(self) -> list[Run]:
+    def completed(self) -> list[SweepRun]:
         return [r for r in self.runs if r.completed]
 
     @property
-    def first(self) -> Run:
+    def first(self) -> SweepRun:
         """The run that stands for the point (its settings, its rank analysis, the probe)."""
         return next(iter(self.completed), self.runs[0])
 
@@ -63,23 +63,23 @@ class Point:
         return estimate(values) if values else None
 
 
-def point_key(run: Run, ignored: Sequence[str] = (SEED_KEY,)) -> tuple[tuple[str, str], ...]:
+def point_key(run: SweepRun, ignored: Sequence[str] = (SEED_KEY,)) -> tuple[tuple[str, str], ...]:
     """What a run is apart from its seed (or `ignored` keys): its other overrides, or its folder."""
     if not run.overrides:
         return (("folder", str(run.dir)),)
     return tuple(sorted((k, v) for k, v in run.overrides.items() if k not in ignored))
 
 
-def group_points(runs: Sequence[Run]) -> list[Point]:
+def group_points(runs: Sequence[SweepRun]) -> list[Point]:
     """Runs grouped into points, in the order each point's first run appears."""
-    groups: dict[tuple, list[Run]] = {}
+    groups: dict[tuple, list[SweepRun]] = {}
     for run in runs:
         groups.setdefault(point_key(run), []).append(run)
     labels = point_labels([(dict(key), members) for key, members in groups.items()])
     return [Point(label, members) for label, members in zip(labels, groups.values(), strict=True)]
 
 
-def point_labels(groups: Sequence[tuple[dict[str, str], list[Run]]]) -> list[str]:
+def point_labels(groups: Sequence[tuple[dict[str, str], list[SweepRun]]]) -> list[str]:
     """Each point's run name; points sharing a name get the overrides that tell them apart."""
     names = [members[0].name for _, members in groups]
     labels = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loralab.report.collect import Run
+from loralab.report.collect import SweepRun
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Quality:
     # accuracies are shown in percent and compared in points
     percent: bool
 
-    def best_val(self, run: Run) -> float | None:
+    def best_val(self, run: SweepRun) -> float | None:
         """The best validation value: the logged `<val>_best`, else the best point of the curve."""
         logged = run.metric(f"{self.val}_best")
         if logged is not None:
@@ -33,7 +33,7 @@ class Quality:
             return max(curve) if self.higher_is_better else min(curve)
         return run.metric(self.val)
 
-    def test_value(self, run: Run) -> float | None:
+    def test_value(self, run: SweepRun) -> float | None:
         return run.metric(self.test)
 
     def format(self, value: float | None) -> str:
@@ -63,7 +63,7 @@ PERPLEXITY = Quality("perplexity", "val/ppl", "test/ppl", higher_is_better=False
 LOSS = Quality("loss", "val/loss", "test/loss", higher_is_better=False, percent=False)
 
 
-def choose_quality(runs: Sequence[Run]) -> Quality:
+def choose_quality(runs: Sequence[SweepRun]) -> Quality:
     """Accuracy if any run logged it, else exact match, else perplexity, else loss."""
     for quality in (ACCURACY, EXACT_MATCH, PERPLEXITY):
         for run in runs:

@@ -12,16 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from loralab.analysis import projection_of  # noqa: E402
+from loralab.report.plots import save_figure  # noqa: E402
 from loralab.report.ranks import RankAnalysis, SubspaceComparison  # noqa: E402
 
 PROJECTIONS = ("q", "k", "v", "o")
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def spectra(analysis: RankAnalysis, kind: str, path: Path) -> Path | None:
@@ -58,7 +52,7 @@ def spectra(analysis: RankAnalysis, kind: str, path: Path) -> Path | None:
         else "adapters: merged W - W_pretrained, for LoRA scaling * B @ A"
     )
     fig.suptitle(f"Singular value spectra of the weight updates ({what})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def subspace(comparison: SubspaceComparison | None, path: Path) -> Path | None:

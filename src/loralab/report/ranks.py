@@ -22,7 +22,7 @@ from loralab.analysis import (
 )
 from loralab.io import atomic_path
 from loralab.models.projections import PROJECTION_ALIASES, canonical_projection
-from loralab.report.collect import Run
+from loralab.report.collect import SweepRun
 from loralab.run.builder import read_checkpoint
 from loralab.run.summary import ADAPTER_FILE
 
@@ -109,7 +109,7 @@ def write_ranks_csv(analysis: RankAnalysis, path: Path) -> Path | None:
     return path
 
 
-def run_updates(run: Run) -> dict[str, Tensor] | None:
+def run_updates(run: SweepRun) -> dict[str, Tensor] | None:
     """The weight updates of a completed run, or None (with a logged reason) if unreadable."""
     try:
         if run.is_full:
@@ -126,15 +126,15 @@ def run_updates(run: Run) -> dict[str, Tensor] | None:
         return None
 
 
-def unique_labels(runs: Sequence[Run]) -> dict[str, Run]:
-    """Run name -> run; a name seen twice (e.g. a seed grid) gets its job number appended."""
+def unique_labels(runs: Sequence[SweepRun]) -> dict[str, SweepRun]:
+    """SweepRun name -> run; a name seen twice (e.g. a seed grid) gets its job number appended."""
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.name] = counts.get(run.name, 0) + 1
     return {(run.name if counts[run.name] == 1 else f"{run.name}#{run.job}"): run for run in runs}
 
 
-def analyse_runs(runs: Sequence[Run]) -> RankAnalysis:
+def analyse_runs(runs: Sequence[SweepRun]) -> RankAnalysis:
     """Energy ranks of every completed run's updates; subspace similarity of one LoRA pair."""
     analysis = RankAnalysis()
     updates: dict[str, dict[str, Tensor]] = {}
@@ -165,7 +165,7 @@ def pick_pair(ranked: dict[str, int]) -> tuple[str, str] | None:
 
 
 def compare_subspaces(
-    runs: Sequence[Run], updates: dict[str, dict[str, Tensor]]
+    runs: Sequence[SweepRun], updates: dict[str, dict[str, Tensor]]
 ) -> SubspaceComparison | None:
     labelled = unique_labels([r for r in runs if r.completed])
     ranked = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from loralab.report.collect import SEED_KEY, Run
+from loralab.report.collect import SEED_KEY, SweepRun
 from loralab.report.points import Point, point_key, point_labels
 from loralab.report.quality import Quality
 from loralab.report.stats import Estimate
@@ -23,14 +23,14 @@ from loralab.report.stats import Estimate
 LR_KEY = "adapter.lr"
 
 
-def run_rate(run: Run) -> float | None:
+def run_rate(run: SweepRun) -> float | None:
     """The learning rate a run trained with: its summary's, else its last override's."""
     if isinstance(run.summary.lr, int | float):
         return float(run.summary.lr)
     return _number(run.overrides.get(LR_KEY))
 
 
-def hand_picked_rate(run: Run) -> float | None:
+def hand_picked_rate(run: SweepRun) -> float | None:
     """The rate the point names itself, before a grid's rate was appended after it."""
     rates = [value for key, value in run.override_list if key == LR_KEY]
     return _number(rates[0]) if len(rates) > 1 else None
@@ -110,8 +110,8 @@ def choose(settings: Sequence[Setting], quality: Quality) -> Setting | None:
     return next(s for s, est in scored if sign * est.mean == best)
 
 
-def _by_rate(label: str, runs: Sequence[Run]) -> list[Setting]:
-    groups: dict[float | None, list[Run]] = {}
+def _by_rate(label: str, runs: Sequence[SweepRun]) -> list[Setting]:
+    groups: dict[float | None, list[SweepRun]] = {}
     for run in runs:
         groups.setdefault(run_rate(run), []).append(run)
     if None in groups or len(groups) < 2:
@@ -119,12 +119,12 @@ def _by_rate(label: str, runs: Sequence[Run]) -> list[Setting]:
     return [Setting(lr, Point(f"{label} @ lr {lr:g}", groups[lr])) for lr in sorted(groups)]
 
 
-def select_rates(runs: Sequence[Run], quality: Quality) -> Selection:
+def select_rates(runs: Sequence[SweepRun], quality: Quality) -> Selection:
     """Group runs into points; a point run at several rates is shown at its best on validation.
 
     A point whose rates have no validation value stays split into one point per rate.
     """
-    families: dict[tuple, list[Run]] = {}
+    families: dict[tuple, list[SweepRun]] = {}
     for run in runs:
         families.setdefault(point_key(run, (SEED_KEY, LR_KEY)), []).append(run)
     labels = point_labels([(dict(key), members) for key, members in families.items()])

@@ -22,7 +22,7 @@ from loralab.measure.probe import (
     probe,
     run_config,
 )
-from loralab.report.collect import Run
+from loralab.report.collect import SweepRun
 from loralab.report.points import Point
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def typical_lora(points: Sequence[Point]) -> Point | None:
     return min(ranked, key=lambda p: abs(p.first.summary.rank - TYPICAL_RANK), default=None)
 
 
-def step_time(run: Run) -> float | None:
+def step_time(run: SweepRun) -> float | None:
     """A run's own mean step time, timed while it trained."""
     return run.summary.step_time_ms
 

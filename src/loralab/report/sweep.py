@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loralab.report.collect import Run
+from loralab.report.collect import SweepRun
 from loralab.report.compare import Comparison, compare, reference_point
 from loralab.report.forgetting import Forgetting, analyse_forgetting
 from loralab.report.points import Point
@@ -21,7 +21,7 @@ from loralab.report.speed import SpeedProbe, speed_probe
 @dataclass
 class Sweep:
     dir: Path
-    runs: list[Run]
+    runs: list[SweepRun]
     points: list[Point]
     quality: Quality
     reference: Point | None  # full fine-tuning
@@ -45,7 +45,7 @@ class Sweep:
         return max((len(p.completed) for p in self.points), default=0)
 
 
-def analyse_sweep(sweep_dir: Path, runs: list[Run], probe: str = "auto") -> Sweep:
+def analyse_sweep(sweep_dir: Path, runs: list[SweepRun], probe: str = "auto") -> Sweep:
     """Group, compare, probe and analyse the runs of one sweep folder."""
     quality = choose_quality(runs)
     selection = select_rates(runs, quality)
