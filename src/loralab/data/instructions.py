@@ -29,6 +29,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+from loralab.io import atomic_path
+
 SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
 META_FILE = "meta.json"
 GENERATOR_VERSION = 1  # bump when the templates change, so old files are rewritten
@@ -187,9 +189,8 @@ def generate_split(n: int, test: bool, rng: random.Random, taken: set[str]) -> l
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    os.replace(tmp, path)  # readers never see half a file
+    with atomic_path(path) as tmp:  # readers never see half a file
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
 def ensure_instruction_dataset(

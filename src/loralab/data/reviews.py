@@ -28,6 +28,8 @@ import os
 import random
 from pathlib import Path
 
+from loralab.io import atomic_path
+
 LABELS = ("negative", "positive")
 SPLIT_FILES = {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"}
 META_FILE = "meta.json"
@@ -141,12 +143,10 @@ def generate_split(
 
 
 def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)  # readers never see half a file
         writer.writerow(["text", "label"])
         writer.writerows(rows)
-    os.replace(tmp, path)  # readers never see half a file
 
 
 def ensure_text_dataset(
