@@ -12,6 +12,8 @@ of the eager model, since only each compiled module's `forward` is replaced (by 
 the compiled function). A block that fails to compile (a backend error, an operator the
 compiler cannot trace) warns once, naming the block, and runs eagerly from then on; an error
 of the model itself is raised by the eager call as it would be without `compile=true`.
+Recompilation (a new batch shape, a merged adapter) follows torch.compile's own limits: past
+them a block runs eagerly, as torch.compile decides and logs.
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ class CompiledForward:
             self.failed = True
             warnings.warn(
                 f"compile: {self.where} could not be compiled ({reason(error)}); it runs "
-                "eagerly. "
-                "Set compile=false to run the whole model eagerly.",
+                "eagerly (compile=false runs the whole model eagerly).",
                 stacklevel=2,
             )
             return self.eager(*args, **kwargs)
