@@ -31,6 +31,27 @@ def test_documents_are_joined_with_eos_and_packed_into_next_id_blocks():
     assert labels.tolist() == [[6, 7, 2], [8, 9, 2]]  # every id after the first is a target once
 
 
+def test_a_tokenizer_that_starts_texts_with_bos_starts_every_block_with_it(tmp_path):
+    from tokenizers import processors
+
+    stream = pack([[5, 6, 7], [8, 9]], eos_id=2)
+    inputs, labels = blocks(stream, block_size=3, bos_id=1)
+    assert inputs.tolist() == [[1, 5, 6], [1, 2, 8]]
+    assert labels.tolist() == [[5, 6, 7], [2, 8, 9]]  # each stream id a target once
+
+    tokenizer = write_tokenizer(tmp_path / "tok")  # made to add BOS, as Gemma-3's does
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)]
+    )
+    tokenizer.save_pretrained(tmp_path / "tok")
+    dm = LMTextDataModule(tokenizer=str(tmp_path / "tok"), corpus="b", block_size=32)
+    dm.setup()
+    for split in dm.splits.values():
+        assert (split[:]["input_ids"][:, 0] == bos).all()
+        assert (split[:]["labels"] != bos).all()
+
+
 def test_a_bundled_corpus_is_carved_into_train_val_test_in_order(tokenizer_dir):
     dm = LMTextDataModule(tokenizer=str(tokenizer_dir), corpus="b", block_size=64)
     dm.setup()

@@ -86,7 +86,7 @@ class ChatFormatter:
         self.tokenizer = tokenizer
         self.uses_chat_template = has_template if chat_template is None else chat_template
         self.stop_ids = frozenset({tokenizer.eos_token_id} | self._end_of_turn_ids())
-        self.leading_ids = [] if self.uses_chat_template else _default_bos(tokenizer)
+        self.leading_ids = [] if self.uses_chat_template else default_bos(tokenizer)
 
     def prompt_text(self, history: Sequence[Message]) -> str:
         """The text the model reads before it writes the next (assistant) message."""
@@ -135,7 +135,7 @@ class ChatFormatter:
         return {token for token in ids if token in special}
 
 
-def _default_bos(tokenizer: Any) -> list[int]:
+def default_bos(tokenizer: Any) -> list[int]:
     """[BOS] when the tokenizer starts every text with it by default, else []."""
     bos = tokenizer.bos_token_id
     return [bos] if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else []

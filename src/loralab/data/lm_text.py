@@ -23,6 +23,7 @@ import torch
 
 from loralab.data import text_source as source
 from loralab.data.base import SplitDataModule
+from loralab.data.chat_format import default_bos
 from loralab.data.corpora import corpus_text
 from loralab.data.dataset import TensorDictDataset
 from loralab.data.hf_tokenizer import check_tokenizer_state, load_tokenizer, tokenizer_state
@@ -72,12 +73,23 @@ def pack(streams: Sequence[Sequence[int]], eos_id: int) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def blocks(stream: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-id labels of every whole block of a stream, [n, block_size] each."""
-    n = (len(stream) - 1) // block_size
-    starts = torch.arange(n) * block_size
-    windows = stream[starts[:, None] + torch.arange(block_size + 1)]
-    return windows[:, :-1], windows[:, 1:]
+def blocks(
+    stream: torch.Tensor, block_size: int, bos_id: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-id labels of every whole block of a stream, [n, block_size] each.
+
+    With `bos_id` (a tokenizer that starts every text with BOS, as Gemma's does: without it
+    Gemma-3 reads text as garbage), each block's input starts with BOS and its labels are
+    the block's own stream tokens, the first one predicted from BOS alone.
+    """
+    if bos_id is None:
+        n = (len(stream) - 1) // block_size
+        windows = stream[(torch.arange(n) * block_size)[:, None] + torch.arange(block_size + 1)]
+        return windows[:, :-1], windows[:, 1:]
+    n = len(stream) // block_size
+    windows = stream[(torch.arange(n) * block_size)[:, None] + torch.arange(block_size)]
+    bos = torch.full((n, 1), bos_id, dtype=stream.dtype)
+    return torch.cat([bos, windows[:, :-1]], dim=1), windows
 
 
 class LMTextDataModule(SplitDataModule):
@@ -171,6 +183,7 @@ class LMTextDataModule(SplitDataModule):
             ids = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]
             streams[name] = pack(ids, tokenizer.eos_token_id)
         streams.update(self._carve(streams))
+        bos_id = next(iter(default_bos(tokenizer)), None)  # each block starts as a text would
         rng = torch.Generator().manual_seed(hp.seed)  # never the global RNG
         for name in source.STAGES:
             if len(streams[name]) < hp.block_size + 1:
@@ -179,7 +192,7 @@ class LMTextDataModule(SplitDataModule):
                     f"data.block_size + 1 = {hp.block_size + 1}; give more text or lower "
                     "data.block_size."
                 )
-            inputs, labels = blocks(streams[name], hp.block_size)
+            inputs, labels = blocks(streams[name], hp.block_size, bos_id)
             limit = self.limits[name]
             if limit is not None and limit < len(inputs):  # a seeded subset of whole blocks
                 keep = torch.randperm(len(inputs), generator=rng)[:limit].sort().values
