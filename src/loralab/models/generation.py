@@ -157,9 +157,11 @@ def generate_many(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[list[int]] = [[] for _ in prompts]
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        new = generate_batch(model, [prompts[i] for i in rows], max_new_tokens, stop_ids, pad_id)
-        for i, ids in zip(rows, new, strict=True):
-            answers[i] = ids
+    with held_dequantized(model):  # once for all the batches, not once per batch
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = [prompts[i] for i in rows]
+            new = generate_batch(model, batch, max_new_tokens, stop_ids, pad_id)
+            for i, ids in zip(rows, new, strict=True):
+                answers[i] = ids
     return answers
