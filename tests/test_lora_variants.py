@@ -29,7 +29,7 @@ from loralab.lora import (
     save_adapter,
 )
 from loralab.measure.merge_diff import max_merge_diff
-from loralab.run.names import run_name
+from loralab.run.resolvers import run_name
 from loralab.tasks.optim import scaled_optimizer
 
 

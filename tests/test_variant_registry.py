@@ -2,13 +2,14 @@
 
 The toy variant here, gated LoRA (h = W x + g * scaling * B A x with a trainable scalar gate
 g, 1 at init), is declared in this file only: no library file names it. Injection, merge,
-adapter files, the PEFT export, run names and the rank analysis must all handle it by asking
-the registry and the layer.
+adapter files, the PEFT export, run names, the rank analysis and the memory planner must all
+handle it by asking the registry and the layer.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,10 +32,12 @@ from loralab.lora import (
     register_variant,
     save_adapter,
 )
-from loralab.lora.variants import method_names, unregister_variant
+from loralab.lora.variants import MemoryTerms, method_names, unregister_variant
 from loralab.measure.merge_diff import max_merge_diff
+from loralab.measure.planner import Method, Workload, estimate
+from loralab.memory import PRESETS, llama_shape
 from loralab.models import save_backbone
-from loralab.run.names import run_name
+from loralab.run.resolvers import run_name
 
 
 class GatedLoRALayer(LoRALayer):
@@ -70,6 +73,7 @@ class GatedLoRA(Variant):
     name = "gated"
     key, values = "name", ("gated",)
     layer = GatedLoRALayer
+    memory = MemoryTerms(extra_params_per_layer=1)  # the planner: plain LoRA plus one gate
 
 
 @pytest.fixture
@@ -139,6 +143,8 @@ def test_peft_loads_the_export_as_plain_lora_with_the_same_outputs(gated, tmp_pa
     peft = pytest.importorskip("peft")
     base, model = trained_gated_model()
     export_peft(model, tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and not config.get("use_dora")
     peft_model = peft.PeftModel.from_pretrained(base, tmp_path).eval()
     x = token_batch()
     with torch.no_grad():
@@ -169,7 +175,20 @@ def test_run_names_and_choices_know_the_registered_variant(gated) -> None:
         apply_adapter(tiny_backbone(), adapter_cfg(name="nope"))
 
 
+def test_the_memory_planner_plans_it_from_its_declared_terms(gated) -> None:
+    shape = llama_shape("Llama-2-7b", **PRESETS["7b"])
+    workload = Workload(1, 512, "bf16")
+    lora = estimate(shape, workload, Method("lora", rank=8, train_head=False))
+    gated_estimate = estimate(shape, workload, Method("gated", rank=8, train_head=False))
+    gates = 32 * 2  # one per adapted layer: q and v in 32 blocks
+    assert gated_estimate.trainable_params == lora.trainable_params + gates
+    # 16 bytes per trained number in bf16: weight, gradient, Adam's two moments, fp32 master
+    assert gated_estimate.static == lora.static + 16 * gates
+
+
 def test_unregistering_takes_the_variant_away(gated) -> None:
     unregister_variant("gated")
     with pytest.raises(AdapterConfigError, match="adapter.name must be one of"):
         apply_adapter(tiny_backbone(), gated_cfg())
+    with pytest.raises(ValueError, match="--methods: unknown method 'gated'"):
+        estimate(llama_shape("7b", **PRESETS["7b"]), Workload(), Method("gated"))

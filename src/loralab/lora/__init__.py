@@ -4,7 +4,8 @@ Read in this order: `layer.py` (the math), `layer_types.py` (which base layers, 
 update attaches to each), `targets.py` (which layers), `inject.py` (what trains), `params.py`
 (what it costs), `state.py` (what is saved) and `identity.py` (which base it was saved for).
 Then the variants, one registry for all of them
-(`variants/`: rsLoRA, LoRA+, DoRA, PiSSA, QLoRA with `quant.py` + `quantized_linear.py`),
+(`variants/`: rsLoRA, LoRA+, DoRA, PiSSA, LoRA-FA, QLoRA with `quant.py` +
+`quantized_linear.py`, a `QuantizedBase` of `quantized_base.py`),
 and the adapter's life after training: `fold.py` (merge for good), `multi.py` (several
 adapters on one base), `peft_format.py` and `peft_config.py` (Hugging Face PEFT folders).
 
@@ -34,6 +35,7 @@ from loralab.lora.params import (
 )
 from loralab.lora.peft_config import adapter_config_from_peft
 from loralab.lora.peft_format import export_peft, import_peft
+from loralab.lora.quantized_base import QuantizedBase
 from loralab.lora.quantized_linear import QuantizedLinear
 from loralab.lora.state import (
     adapter_state_dict,
@@ -55,6 +57,7 @@ __all__ = [
     "LoRALayer",
     "MultiAdapterModel",
     "ParamCount",
+    "QuantizedBase",
     "QuantizedLinear",
     "Variant",
     "adapter_config_from_peft",

@@ -15,12 +15,12 @@ from torch import nn
 
 from loralab.lora.inject import lora_layers, replace_module
 from loralab.lora.layer_types import layer_type_of
-from loralab.lora.quantized_linear import QuantizedLinear
+from loralab.lora.quantized_base import QuantizedBase
 
 log = logging.getLogger("loralab.lora")
 
 
-def dequantized(layer: QuantizedLinear) -> nn.Module:
+def dequantized(layer: QuantizedBase) -> nn.Module:
     """The plain layer of the type a quantized one stands in for, holding its current weight."""
     kind = layer_type_of(layer)
     return kind.plain_module(layer.weight, layer.bias)
@@ -33,15 +33,15 @@ def merge_and_unwrap(model: nn.Module) -> nn.Module:
     A quantized base becomes a float layer of its original type holding the dequantized
     (and merged) weight: exactly what the quantized model computed, never requantized.
     """
-    formats = {m.fmt for m in model.modules() if isinstance(m, QuantizedLinear)}
-    quantized = sum(1 for m in model.modules() if isinstance(m, QuantizedLinear))
+    formats = {m.fmt for m in model.modules() if isinstance(m, QuantizedBase)}
+    quantized = sum(1 for m in model.modules() if isinstance(m, QuantizedBase))
     wrapped = list(lora_layers(model))
     for name, layer in wrapped:
         layer.merge(warn=False)  # the layers become float below, which the warning says
-        base = dequantized(layer.base) if isinstance(layer.base, QuantizedLinear) else layer.base
+        base = dequantized(layer.base) if isinstance(layer.base, QuantizedBase) else layer.base
         replace_module(model, name, base)
     # the frozen layers no adapter wraps
-    for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QuantizedLinear)]:
+    for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QuantizedBase)]:
         replace_module(model, name, dequantized(layer))
     if quantized:
         log.warning(

@@ -3,7 +3,7 @@
 `apply_adapter` is the only place that decides what trains. Downstream code (the task, the
 optimiser) just trains whatever has `requires_grad=True` and never asks which method it is.
 Which layer wraps each target and what else changes (PiSSA's init, QLoRA's quantized base,
-LoRA+'s learning-rate tag) is the variant registry's business (`loralab.lora.variants`):
+LoRA+'s learning-rate tag, LoRA-FA's frozen A) is the variant registry's business (`loralab.lora.variants`):
 this module names no variant.
 """
 
@@ -21,7 +21,7 @@ from loralab.errors import AdapterConfigError
 from loralab.lora.layer import LoRALayer, validate_lora_settings
 from loralab.lora.layer_types import layer_type_of
 from loralab.lora.params import count_parameters
-from loralab.lora.quantized_linear import warn_merged_in_float
+from loralab.lora.quantized_base import warn_merged_in_float
 from loralab.lora.targets import as_patterns, find_target_modules, match_any, resolve_trainable
 from loralab.lora.variants import (
     FULL,
@@ -59,7 +59,15 @@ class AdapterReport:
     trainable_modules: list[str] = field(default_factory=list)
     trainable: int = 0
     total: int = 0
-    quantized: list[str] = field(default_factory=list)
+    # what the variants did once every target was wrapped (`Variant.prepare_model`), in the
+    # run log's words, e.g. "frozen linear layers quantized" -> the modules it was done to
+    changed: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> list[str]:
+        """Every module a variant changed after wrapping (QLoRA: its quantized layers), under
+        the name older callers read."""
+        return [name for names in self.changed.values() for name in names]
 
     def summary(self) -> str:
         percent = 100.0 * self.trainable / self.total if self.total else 0.0
@@ -67,9 +75,9 @@ class AdapterReport:
         if self.method == FULL:
             return f"full fine-tuning: {counts}"
         trained = ", ".join(self.trainable_modules) or "none"
-        quantized = f", {len(self.quantized)} frozen linear layers quantized" * bool(self.quantized)
+        changed = "".join(f", {len(names)} {what}" for what, names in self.changed.items())
         return (
-            f"{self.method}: {len(self.replaced)} layers wrapped{quantized}, "
+            f"{self.method}: {len(self.replaced)} layers wrapped{changed}, "
             f"trained in full: {trained}; {counts}"
         )
 
@@ -108,10 +116,13 @@ def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> AdapterReport:
         replace_module(model, name, build_layer(model.get_submodule(name), cfg))
     for name in trainable:
         model.get_submodule(name).requires_grad_(True)
-    changed = [name for variant in active for name in variant.prepare_model(model, cfg)]
+    changed: dict[str, list[str]] = {}
+    for variant in active:
+        if names := variant.prepare_model(model, cfg):
+            changed[variant.model_change] = changed.get(variant.model_change, []) + names
 
     report = _report(cfg.get("name"), model, targets, trainable)
-    report.quantized = changed
+    report.changed = changed
     log.info(
         "%s (rank=%s, alpha=%s, variants: %s) wraps %d layers: %s",
         report.method,

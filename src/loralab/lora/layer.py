@@ -12,14 +12,16 @@ training (`merge`), leaving a plain layer with no extra inference cost.
 
 The layer is written once for every kind of base (`nn.Linear`, GPT-2's `Conv1D`,
 `nn.Embedding`, `nn.Conv1d`/`nn.Conv2d`): what differs between them (the shapes of A and B,
-how B A x is computed, the layout of B @ A) is its `LayerType` (`layer_types.py`). rsLoRA (Kalajdzievski, 2023) changes only a number and lives
-here too: `scaling_rule="rs"` scales by alpha / sqrt(r) instead of alpha / r, so the update
-does not fade as the rank grows. The other variants are in `variants/`.
+how B A x is computed, the layout of B @ A) is its `LayerType` (`layer_types.py`). The
+scaling is alpha / r; another rule is a variant's (`register_scaling_rule`: rsLoRA's
+alpha / sqrt(r) is in `variants/plain.py`), and so are the other variants (`variants/`).
+A quantized base is merged through its `QuantizedBase` methods (`quantized_base.py`).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from numbers import Real
 
 import torch
@@ -27,16 +29,35 @@ from torch import Tensor, nn
 
 from loralab.errors import AdapterConfigError
 from loralab.lora.layer_types import LayerType, layer_type_of
-from loralab.lora.quantized_linear import QuantizedLinear, warn_merged_in_float
+from loralab.lora.quantized_base import QuantizedBase, warn_merged_in_float
 
-SCALING_RULES = ("standard", "rs")
+
+@dataclass(frozen=True)
+class ScalingRule:
+    """How the factor in front of B @ A follows from alpha and the rank: alpha / divisor(r)."""
+
+    divisor: Callable[[int], float]
+    formula: str  # as the config error shows it, e.g. alpha/r
+
+
+# adapter.scaling value -> its rule; alpha / r keeps the update's size roughly independent of
+# the rank at small ranks; a variant adds its own rule (`register_scaling_rule`)
+SCALING_RULES: dict[str, ScalingRule] = {"standard": ScalingRule(lambda rank: rank, "alpha/r")}
+
+
+def register_scaling_rule(name: str, rule: ScalingRule) -> None:
+    """Make `adapter.scaling=<name>` (and `LoRALayer(scaling_rule=name)`) scale by `rule`."""
+    SCALING_RULES[name] = rule
 
 
 def lora_scaling(alpha: float, rank: int, rule: str = "standard") -> float:
-    """alpha / r (LoRA) or alpha / sqrt(r) (rsLoRA): the factor in front of B @ A."""
-    # alpha / r keeps the update's size roughly independent of the rank at small ranks;
-    # rsLoRA shows that at large ranks it shrinks the update, and alpha / sqrt(r) does not
-    return float(alpha) / (math.sqrt(rank) if rule == "rs" else rank)
+    """alpha / r (LoRA), or what another registered rule gives: the factor in front of B @ A."""
+    return float(alpha) / SCALING_RULES[rule].divisor(rank)
+
+
+def alpha_for(scaling: float, rank: int, rule: str = "standard") -> float:
+    """The alpha that gives `scaling` at `rank` under `rule` (an export at another rank)."""
+    return scaling * SCALING_RULES[rule].divisor(rank)
 
 
 def validate_lora_settings(
@@ -60,9 +81,11 @@ def validate_lora_settings(
             "set adapter.dropout=0.0 (or a small value such as 0.05)."
         )
     if scaling_rule not in SCALING_RULES:
+        fixes = [f"adapter.scaling={name} ({r.formula})" for name, r in SCALING_RULES.items()]
+        fix = f"{', '.join(fixes[:-1])} or {fixes[-1]}" if len(fixes) > 1 else fixes[0]
         raise AdapterConfigError(
             f"adapter.scaling must be one of {', '.join(SCALING_RULES)}, got {scaling_rule!r}; "
-            "set adapter.scaling=standard (alpha/r) or adapter.scaling=rs (alpha/sqrt(r))."
+            f"set {fix}."
         )
 
 
@@ -97,8 +120,8 @@ class LoRALayer(nn.Module):
         self.alpha = float(alpha)
         self.init = init
         self.scaling_rule = scaling_rule
-        # alpha / r, or alpha / sqrt(r) for rsLoRA: a learning rate tuned at one rank then
-        # still works at another
+        # alpha / r, or another registered rule (rsLoRA: alpha / sqrt(r)): a learning rate
+        # tuned at one rank then still works at another
         self.scaling = lora_scaling(alpha, rank, scaling_rule)
         self.merged = False
         self.dropout_rate = float(dropout)
@@ -120,7 +143,8 @@ class LoRALayer(nn.Module):
         nn.init.zeros_(self.lora_B)
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
-        """The tensors this adapter adds to the base layer (and trains), by name."""
+        """The tensors this adapter adds to the base layer, by name: what trains (unless a
+        variant freezes one: LoRA-FA's A) and what adapter files hold."""
         return {"lora_A": self.lora_A, "lora_B": self.lora_B}
 
     def peft_names(self) -> dict[str, str]:
@@ -186,7 +210,7 @@ class LoRALayer(nn.Module):
         """
         if self.merged:
             return
-        if isinstance(self.base, QuantizedLinear):
+        if isinstance(self.base, QuantizedBase):
             # never requantize silently: the merged weight stays in full precision
             self.base.hold_merged(self.fold_into(self.base.dequantize()))
             if warn:
@@ -200,7 +224,7 @@ class LoRALayer(nn.Module):
         """Take the update back out of W, e.g. to continue training after a merged evaluation."""
         if not self.merged:
             return
-        if isinstance(self.base, QuantizedLinear):
+        if isinstance(self.base, QuantizedBase):
             self.base.release_merged()  # the stored codes never changed
         else:
             self.base.weight.copy_(self.take_out_of(self.base.weight))

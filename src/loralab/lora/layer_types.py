@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loralab.lora.quantized_linear import QuantizedLinear
+from loralab.lora.quantized_base import QuantizedBase
 
 
 class LayerType:
@@ -37,7 +37,7 @@ class LayerType:
     name: str = "layer"
     # part of `all-linear` (PEFT: Linear and transformers' Conv1D)
     linear: bool = False
-    # QLoRA may store a frozen base of this type as a `QuantizedLinear`
+    # QLoRA may store a frozen base of this type quantized (a `QuantizedBase`)
     quantizable: bool = False
     # the base weight is stored in x out (PEFT's `fan_in_fan_out`)
     fan_in_fan_out: bool = False
@@ -50,7 +50,7 @@ class LayerType:
         return ()
 
     def matches(self, module: nn.Module) -> bool:
-        if isinstance(module, QuantizedLinear):  # a quantized base keeps its original type
+        if isinstance(module, QuantizedBase):  # a quantized base keeps its original type
             return module.layer_type == self.name
         return isinstance(module, self.module_types)
 
@@ -87,6 +87,11 @@ class LayerType:
         """B A x, shaped like the base layer's output."""
         raise NotImplementedError
 
+    def bottleneck(self, base: nn.Module, x: Tensor, lora_a: Tensor) -> Tensor | None:
+        """A x as (..., r) where B's product can be fused into the addition (`add_update`);
+        None where it cannot (a convolution's B is a conv of its own)."""
+        return None
+
     def add_update(
         self,
         base: nn.Module,
@@ -97,6 +102,10 @@ class LayerType:
         scaling: float,
     ) -> Tensor:
         """The base output plus scaling * B A x."""
+        low_rank = self.bottleneck(base, x, lora_a)
+        if low_rank is not None:
+            # through the rank-r bottleneck first: two thin matmuls instead of one full one
+            return add_through_rank(result, low_rank, lora_b, scaling)
         return result + scaling * self.low_rank(base, x, lora_a, lora_b)
 
     def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
@@ -154,7 +163,7 @@ def add_through_rank(result: Tensor, low_rank: Tensor, lora_b: Tensor, scaling: 
 
 
 class LinearType(LayerType):
-    """`nn.Linear` (and a frozen `QuantizedLinear`): y = x W^T + b, W is out x in."""
+    """`nn.Linear` (and a frozen quantized one): y = x W^T + b, W is out x in."""
 
     name = "Linear"
     linear = True
@@ -170,17 +179,8 @@ class LinearType(LayerType):
     def low_rank(self, base: nn.Module, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
         return F.linear(F.linear(x, lora_a), lora_b)
 
-    def add_update(
-        self,
-        base: nn.Module,
-        result: Tensor,
-        x: Tensor,
-        lora_a: Tensor,
-        lora_b: Tensor,
-        scaling: float,
-    ) -> Tensor:
-        # through the rank-r bottleneck first: two thin matmuls instead of one full one
-        return add_through_rank(result, F.linear(x, lora_a), lora_b, scaling)
+    def bottleneck(self, base: nn.Module, x: Tensor, lora_a: Tensor) -> Tensor:
+        return F.linear(x, lora_a)
 
     def delta(self, lora_a: Tensor, lora_b: Tensor) -> Tensor:
         return lora_b @ lora_a
@@ -229,8 +229,8 @@ class Conv1DType(InputMajorWeight, LinearType):
         return transformers_conv1d()
 
     def features(self, base: nn.Module) -> tuple[int, int]:
-        if isinstance(base, QuantizedLinear):
-            return base.in_features, base.out_features
+        if isinstance(base, QuantizedBase):
+            return base.shape[1], base.shape[0]  # stored as out x in
         return base.nx, base.nf
 
     def without_bias(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
@@ -275,23 +275,12 @@ class EmbeddingType(InputMajorWeight, LayerType):
     def takes_dropout(self) -> bool:
         return False  # the input is token ids
 
-    def lookup(self, base: nn.Module, x: Tensor, lora_a: Tensor) -> Tensor:
+    def bottleneck(self, base: nn.Module, x: Tensor, lora_a: Tensor) -> Tensor:
         """A's column for every id: (..., r); the padding id's column gets no gradient."""
         return F.embedding(x, lora_a.t(), padding_idx=base.padding_idx)
 
     def low_rank(self, base: nn.Module, x: Tensor, lora_a: Tensor, lora_b: Tensor) -> Tensor:
-        return self.lookup(base, x, lora_a) @ lora_b.t()
-
-    def add_update(
-        self,
-        base: nn.Module,
-        result: Tensor,
-        x: Tensor,
-        lora_a: Tensor,
-        lora_b: Tensor,
-        scaling: float,
-    ) -> Tensor:
-        return add_through_rank(result, self.lookup(base, x, lora_a), lora_b, scaling)
+        return self.bottleneck(base, x, lora_a) @ lora_b.t()
 
     def without_bias(self, base: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
         return F.embedding(x, weight, padding_idx=base.padding_idx)

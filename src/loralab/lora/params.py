@@ -12,7 +12,7 @@ from torch import nn
 
 from loralab.lora.layer import LoRALayer
 from loralab.lora.layer_types import layer_type_of
-from loralab.lora.quantized_linear import QuantizedLinear
+from loralab.lora.quantized_base import QuantizedBase
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def count_parameters(model: nn.Module) -> ParamCount:
         total += param.numel()
         if param.requires_grad:
             trainable += param.numel()
-    total += sum(m.shape.numel() for m in model.modules() if isinstance(m, QuantizedLinear))
+    total += sum(m.shape.numel() for m in model.modules() if isinstance(m, QuantizedBase))
     return ParamCount(trainable=trainable, total=total)
 
 
@@ -53,8 +53,8 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
     """
     layers = [m for m in model.modules() if isinstance(m, LoRALayer)]
     adapter = {id(t) for layer in layers for t in layer.adapter_parameters().values()}
-    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
-    codes_and_scales = {id(t) for q in quantized for t in q.stored().tensors().values()}
+    quantized = [m for m in model.modules() if isinstance(m, QuantizedBase)]
+    codes_and_scales = {id(t) for q in quantized for t in q.stored_tensors()}
     stored = fp32 = 0
     seen: set[int] = set()  # state_dict lists a tied weight under each of its names
     for tensor in model.state_dict(keep_vars=True).values():
@@ -68,7 +68,7 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
 
     frozen = [m.weight for m in model.modules() if is_quantizable(m) and not m.weight.requires_grad]
     linear = sum(w.numel() * w.element_size() for w in frozen)
-    linear += sum(q.stored().stored_bytes() for q in quantized)
+    linear += sum(q.stored_bytes() for q in quantized)
     linear_fp32 = sum(4 * w.numel() for w in frozen) + sum(4 * q.shape.numel() for q in quantized)
     return {
         "base_weight_bytes": stored,
@@ -81,7 +81,7 @@ def base_weight_bytes(model: nn.Module) -> dict[str, int]:
 def is_quantizable(module: nn.Module) -> bool:
     """A plain layer of a type QLoRA stores quantized (not one that is quantized already)."""
     kind = layer_type_of(module)
-    return kind is not None and kind.quantizable and not isinstance(module, QuantizedLinear)
+    return kind is not None and kind.quantizable and not isinstance(module, QuantizedBase)
 
 
 def _parameter_groups(model: nn.Module) -> dict[str, ParamCount]:

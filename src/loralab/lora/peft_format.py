@@ -42,7 +42,7 @@ from loralab.lora.peft_config import (
     peft_config_of,
     task_type_of,
 )
-from loralab.lora.quantized_linear import QuantizedLinear
+from loralab.lora.quantized_base import QuantizedBase
 from loralab.lora.state import load_adapter_tensors
 from loralab.lora.targets import match_any, task_heads
 from loralab.lora.variants import variants_of
@@ -84,7 +84,7 @@ def export_peft(
     config = peft_config_of(
         layers, modules_to_save, base_model_name_or_path, task_type, auto_mapping_of(model)
     )
-    if isinstance(first.base, QuantizedLinear):
+    if isinstance(first.base, QuantizedBase):
         log.warning(
             "the adapter in %s was trained on a base stored as %s; apply it to the same "
             "quantized base for the same outputs",

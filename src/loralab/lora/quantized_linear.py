@@ -14,8 +14,7 @@ registered layer type the quantized layer stands in for.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -23,11 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loralab.lora.quant import QuantizedWeight, dequantize, quantize
+from loralab.lora.quantized_base import QuantizedBase
 
-log = logging.getLogger("loralab.lora")
 
-
-class QuantizedLinear(nn.Module):
+class QuantizedLinear(QuantizedBase):
     """A frozen linear layer whose weight is stored quantized; the bias stays as it was."""
 
     def __init__(
@@ -38,10 +36,8 @@ class QuantizedLinear(nn.Module):
         fan_in_fan_out: bool = False,
         layer_type: str = "Linear",
     ) -> None:
-        super().__init__()
+        super().__init__(fmt, layer_type)
         self.fan_in_fan_out = fan_in_fan_out
-        self.layer_type = layer_type
-        self.fmt = fmt
         self.double_quant = double_quant
         self.dtype = linear.weight.dtype
         q = quantize(self.as_out_by_in(linear.weight), fmt, double_quant)
@@ -53,11 +49,8 @@ class QuantizedLinear(nn.Module):
         self.bias = linear.bias
         if self.bias is not None:
             self.bias.requires_grad_(False)
-        # a merged adapter needs a full-precision weight; the codes stay, so unmerge is exact
-        self.register_buffer("dense_weight", None, persistent=False)
         # the dequantized weight, held for a block of calls that reuse it (`held_dequantized`)
         self.held_weight: Tensor | None = None
-        self.warned_about_merging = False
 
     def stored(self) -> QuantizedWeight:
         """The quantized weight as stored in this layer's buffers."""
@@ -85,22 +78,15 @@ class QuantizedLinear(nn.Module):
             return self.dense_weight
         return self.held_weight if self.held_weight is not None else self.dequantize()
 
+    def stored_tensors(self) -> list[Tensor]:
+        return list(self.stored().tensors().values())
+
     def stored_bytes(self) -> int:
         """Bytes the weight takes as stored (codes and scales; the bias is not included)."""
         return self.stored().stored_bytes()
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.as_out_by_in(self.weight).to(x.dtype), self.bias)
-
-    @torch.no_grad()
-    def hold_merged(self, weight: Tensor) -> None:
-        """Keep a merged weight in full precision instead of requantizing it.
-
-        Requantizing W + update would round it to the format's grid again and lose part of
-        the update without a word; the merged layer therefore costs full-precision memory,
-        which `warn_merged_in_float` says.
-        """
-        self.dense_weight = weight
 
     @torch.no_grad()
     def requantization_error(self) -> float:
@@ -110,10 +96,6 @@ class QuantizedLinear(nn.Module):
         linear = self.as_out_by_in(self.dense_weight)
         requantized = dequantize(quantize(linear, self.fmt, self.double_quant))
         return float((requantized - linear).abs().max())
-
-    def release_merged(self) -> None:
-        """Back to the stored codes, which the merge never changed."""
-        self.dense_weight = None
 
     def extra_repr(self) -> str:
         dq = ", double_quant" if self.double_quant else ""
@@ -143,34 +125,3 @@ def held_dequantized(model: nn.Module) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.held_weight = None
-
-
-def warn_merged_in_float(layers: Iterable[nn.Module]) -> None:
-    """One warning for the quantized layers now holding a merged weight in float.
-
-    Each layer is told of once: a merge check merges and unmerges again and again.
-    """
-    held = [
-        m
-        for m in layers
-        if isinstance(m, QuantizedLinear)
-        and m.dense_weight is not None
-        and not m.warned_about_merging
-    ]
-    if not held:
-        return
-    dense = sum(m.dense_weight.numel() * m.dense_weight.element_size() for m in held)
-    formats = "/".join(sorted({m.fmt for m in held}))
-    log.warning(
-        "merging into %d layers stored as %s: their weights are dequantized and the merged "
-        "results kept in float (%d bytes instead of %d); requantizing them to %s would "
-        "change them by up to %.3g (max abs)",
-        len(held),
-        formats,
-        dense,
-        sum(m.stored_bytes() for m in held),
-        formats,
-        max(m.requantization_error() for m in held),
-    )
-    for m in held:
-        m.warned_about_merging = True

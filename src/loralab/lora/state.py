@@ -33,12 +33,16 @@ SAME_BASE_FIX = (
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter that trains, copied to CPU; for full fine-tuning, the whole model."""
+    """Every parameter that trains, and every LoRA layer's own tensors even where a variant
+    froze one (LoRA-FA's A, kept at its random init), copied to CPU; for full fine-tuning,
+    the whole model."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALayer)]
+    own = {id(t) for layer in layers for t in layer.adapter_parameters().values()}
     return {
         # copy=True: a snapshot that later training steps do not change under the caller
         name: param.detach().to("cpu", copy=True).contiguous()
         for name, param in model.named_parameters()
-        if param.requires_grad
+        if param.requires_grad or id(param) in own
     }
 
 

@@ -1,12 +1,15 @@
 """What a fine-tune keeps in memory: weights, gradients, optimizer state and activations.
 
 The arithmetic behind `python -m loralab.memory` (the CLI, tables and plot live in
-loralab/memory.py). Everything is counted in bytes from a model's shape, for three methods:
+loralab/memory.py). Everything is counted in bytes from a model's shape, for full
+fine-tuning (every weight trains) and for each LoRA variant that declares its `MemoryTerms`
+in the variant registry (`loralab.lora.variants`); the planner names none of them:
 
-- full fine-tuning: every weight trains;
-- LoRA: the base is frozen in `dtype`, rank-r adapters train on the target linear layers;
-- QLoRA: as LoRA, with the frozen linear weights stored in 4 bits (NF4, blocks of 64 with
-  double-quantised scales) and dequantised on the fly.
+- `lora`: the base is frozen in `dtype`, rank-r adapters train on the target linear layers;
+- `qlora`: as LoRA, with the frozen linear weights stored in 4 bits (NF4, blocks of 64 with
+  double-quantised scales, `stored_weight_bytes`) and dequantised on the fly;
+- `lora_fa`: as LoRA, with A frozen at its init (`trains_a=False`): only B trains, and an
+  adapted layer keeps no input for A's gradient.
 
 Trained tensors follow the usual mixed-precision recipe: the weight and its gradient in
 `dtype`, Adam's two moments in fp32, and in half precision an fp32 master copy as well, so
@@ -21,12 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loralab.errors import ConfigError
+from loralab.lora.variants import MemoryTerms, memory_terms, planned_methods
+from loralab.lora.variants.qlora import NF4_BYTES  # noqa: F401 - where callers found it
 from loralab.models.projections import canonical_projection, known_aliases
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 ADAM_BYTES = 8  # two fp32 moments per trained parameter
 MASTER_BYTES = 4  # fp32 master copy of a trained parameter held in half precision
-NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit codes + 8-bit block scales + fp32 scales
 
 
 @dataclass(frozen=True)
@@ -95,17 +99,30 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class Method:
-    """How the model is adapted: full, lora or qlora (rank and target linear layers)."""
+    """How the model is adapted: full or a planned variant (lora, qlora, ...), with its rank
+    and target linear layers."""
 
     name: str
     rank: int = 8
     targets: tuple[str, ...] = ("q", "v")
     train_head: bool = True  # a new classifier head trains in full under LoRA too
 
+    @property
+    def terms(self) -> MemoryTerms:
+        """What this method changes in memory, as the variant registry declares it."""
+        try:
+            return memory_terms(self.name)
+        except KeyError:
+            methods = planned_methods()
+            raise ConfigError(
+                f"--methods: unknown method {self.name!r}; use {', '.join(methods[:-1])} "
+                f"or {methods[-1]}."
+            ) from None
+
     def target_set(self, shape: ModelShape) -> set[str]:
         """Canonical names of the adapted linears (all of them for full fine-tuning)."""
         names = set(shape.linears())
-        if self.name == "full" or "all-linear" in self.targets:
+        if self.terms.base_trains or "all-linear" in self.targets:
             return names
         wanted = {canonical_target(t) for t in self.targets}
         if shape.fused_qkv:  # q, k or v of GPT-2 can only be adapted as its c_attn
@@ -151,33 +168,44 @@ class MemoryEstimate:
 
 
 def lora_params(shape: ModelShape, method: Method) -> int:
-    """r * (in + out) per adapted linear layer, in every block."""
+    """r * (in + out) per adapted linear layer, in every block, plus what the variant adds."""
     linears = shape.linears()
-    return shape.layers * sum(method.rank * sum(linears[n]) for n in method.target_set(shape))
+    adapted = method.target_set(shape)
+    extra = method.terms.extra_params_per_layer * len(adapted)
+    return shape.layers * (sum(method.rank * sum(linears[n]) for n in adapted) + extra)
+
+
+def frozen_adapter_params(shape: ModelShape, method: Method) -> int:
+    """The adapter's numbers that do not train: A (r * in per adapted layer) where it is frozen."""
+    if method.terms.trains_a:
+        return 0
+    linears = shape.linears()
+    return shape.layers * sum(method.rank * linears[n][0] for n in method.target_set(shape))
 
 
 def trainable_params(shape: ModelShape, method: Method) -> int:
-    if method.name == "full":
+    if method.terms.base_trains:
         return shape.params()
-    return lora_params(shape, method) + (shape.head_params() if method.train_head else 0)
+    trained = lora_params(shape, method) - frozen_adapter_params(shape, method)
+    return trained + (shape.head_params() if method.train_head else 0)
 
 
 def estimate(shape: ModelShape, workload: Workload, method: Method) -> MemoryEstimate:
     """Bytes of weights, gradients, optimizer state and activations of one training step."""
-    if method.name not in ("full", "lora", "qlora"):
-        raise ConfigError(f"--methods: unknown method {method.name!r}; use full, lora or qlora.")
+    terms = method.terms  # refuses a method the registry has no terms for
     elem = DTYPE_BYTES[workload.dtype]
     trained = trainable_params(shape, method)
     master = 0 if workload.dtype == "fp32" else MASTER_BYTES
-    if method.name == "full":
+    if terms.base_trains:
         frozen_bytes = 0.0
     else:
         frozen = shape.params() - (shape.head_params() if method.train_head else 0)
+        frozen += frozen_adapter_params(shape, method)
         frozen_bytes = float(frozen * elem)
-        if method.name == "qlora":
+        if terms.stored_weight_bytes is not None:
             linear = shape.linear_params()
-            frozen_bytes += linear * (NF4_BYTES - elem)
-            frozen_bytes += quantized_head_bytes(shape, method, elem)
+            frozen_bytes += linear * (terms.stored_weight_bytes - elem)
+            frozen_bytes += stored_head_bytes(shape, method, elem)
     return MemoryEstimate(
         weights=frozen_bytes + trained * elem,
         gradients=float(trained * elem),
@@ -187,20 +215,21 @@ def estimate(shape: ModelShape, workload: Workload, method: Method) -> MemoryEst
     )
 
 
-def quantized_head_bytes(shape: ModelShape, method: Method, elem: int) -> float:
-    """QLoRA stores a frozen LM head quantized too; a tied one is stored again, as codes
-    beside the float embedding it shares its weight with."""
-    if shape.head != "lm" or method.train_head:
+def stored_head_bytes(shape: ModelShape, method: Method, elem: int) -> float:
+    """A frozen LM head is stored like the frozen linears (QLoRA: quantized); a tied one is
+    stored again, as codes beside the float embedding it shares its weight with."""
+    stored = method.terms.stored_weight_bytes
+    if shape.head != "lm" or method.train_head or stored is None:
         return 0.0
     head = shape.vocab_size * shape.hidden
-    return head * NF4_BYTES if shape.tied_embeddings else head * (NF4_BYTES - elem)
+    return head * stored if shape.tied_embeddings else head * (stored - elem)
 
 
 def activation_bytes(shape: ModelShape, workload: Workload, method: Method) -> float:
     """Tensors saved for backward by the embeddings, every block and the head."""
     b, s = workload.batch, workload.seq_len
     tokens, elem = b * s, DTYPE_BYTES[workload.dtype]
-    full = method.name == "full"
+    full = method.terms.base_trains
     adapted = method.target_set(shape)
     total = 0.0
     if full:  # the embedding's backward keeps the token ids
@@ -212,8 +241,9 @@ def activation_bytes(shape: ModelShape, workload: Workload, method: Method) -> f
         total += saved
     if needs_grad and shape.final_norm:
         total += norm_saved(shape, tokens, elem, full)
-    if method.name == "qlora" and shape.head == "lm" and needs_grad and not method.train_head:
-        total += shape.vocab_size * shape.hidden * elem  # the quantized head's float copy
+    dequantized = method.terms.stored_weight_bytes is not None
+    if dequantized and shape.head == "lm" and needs_grad and not method.train_head:
+        total += shape.vocab_size * shape.hidden * elem  # the stored head's float copy
     return total + head_activations(shape, workload, needs_grad)
 
 
@@ -237,12 +267,15 @@ def layer_activations(
 
     An op saves what its backward needs: a linear layer keeps its input only when its
     weight (or its LoRA A) trains; a norm, activation or attention kernel keeps its inputs
-    only when a gradient must flow through it. Under QLoRA a frozen linear layer whose input
-    needs a gradient keeps the float weight it dequantized for its matmul (`grad_in`).
+    only when a gradient must flow through it. A frozen linear layer stored compressed
+    (QLoRA) whose input needs a gradient keeps the float weight it dequantized for its
+    matmul (`grad_in`).
     """
     b, s, h, f = workload.batch, workload.seq_len, shape.hidden, shape.ffn
     t, elem = b * s, DTYPE_BYTES[workload.dtype]
     lora_out = 0 if full else t * method.rank * elem  # lora_B keeps A's output
+    # an adapted layer keeps its input for its weight's or A's gradient (not LoRA-FA's)
+    keeps_input = full or method.terms.trains_a
     saved = 0.0
     grad_in = (
         {"q", "k", "v", "qkv"} if needs_grad else set()
@@ -250,7 +283,7 @@ def layer_activations(
     # attention: norm -> q, k, v -> attention kernel -> o
     saved += norm_saved(shape, t, elem, full) if needs_grad else 0.0
     qkv_trained = adapted & {"q", "k", "v", "qkv"}
-    saved += t * h * elem if qkv_trained else 0.0  # the normed input, kept once
+    saved += t * h * elem if qkv_trained and keeps_input else 0.0  # the normed input, once
     saved += lora_out * len(qkv_trained)
     attention_kept = needs_grad or bool(qkv_trained)
     if attention_kept:
@@ -260,13 +293,13 @@ def layer_activations(
     if "o" in adapted:
         # a fused kernel's output, heads merged back, is already o's input: kept once
         shared = attention_kept and workload.attention == "fused"
-        saved += (0 if shared else t * h * elem) + lora_out
+        saved += (0 if shared or not keeps_input else t * h * elem) + lora_out
         needs_grad = True
     # MLP: norm -> up (and gate) -> activation -> down
     saved += norm_saved(shape, t, elem, full) if needs_grad else 0.0
     grad_in |= {"up", "gate"} if needs_grad else set()
     in_trained = adapted & {"up", "gate"}
-    saved += t * h * elem if in_trained else 0.0
+    saved += t * h * elem if in_trained and keeps_input else 0.0
     saved += lora_out * len(in_trained)
     if needs_grad or in_trained:
         # GELU keeps its input; SwiGLU keeps gate, silu(gate) and up for the product
@@ -274,9 +307,9 @@ def layer_activations(
         needs_grad = True
         grad_in.add("down")
     if "down" in adapted:
-        saved += t * f * elem + lora_out
+        saved += (t * f * elem if keeps_input else 0) + lora_out
         needs_grad = True
-    if method.name == "qlora":
+    if method.terms.stored_weight_bytes is not None:
         linears = shape.linears()
         saved += sum(i * o for name, (i, o) in linears.items() if name in grad_in) * elem
     return saved, needs_grad

@@ -1,10 +1,15 @@
 """The LoRA variants, one registry for all of them (see `registry.py`).
 
-The built-in variants are registered below, in the order their run-name tags apply
-(`rsdora-pissa`, `qlora-nf4`): `lora`, `rslora`, `loraplus` (plain.py), `dora` (dora.py),
-`qlora` (qlora.py), `pissa` (pissa.py). A new variant is a `Variant` subclass registered with
-`register_variant`; docs/extending.md walks through one.
+Each module of this package registers its own variants when it is imported, and importing
+the package imports every one of them, so a new built-in variant is one new file here. They
+apply in their declared `order` (run-name tags: `rsdora-pissa`, `qlora-nf4`): `lora`,
+`rslora`, `loraplus` (plain.py), `dora` (dora.py), `qlora` (qlora.py), `pissa` (pissa.py),
+then the rest (e.g. `lora_fa`, lora_fa.py). A variant from outside the library is a `Variant`
+subclass registered with `register_variant`; docs/extending.md walks through one.
 """
+
+import importlib
+import pkgutil
 
 from loralab.lora.variants.dora import DORA, DoRALayer
 from loralab.lora.variants.pissa import PISSA
@@ -14,13 +19,16 @@ from loralab.lora.variants.registry import (
     ANY,
     FULL,
     VARIANTS,
+    MemoryTerms,
     Variant,
     active_variants,
     build_layer,
     check_supported,
     layer_settings,
+    memory_terms,
     method_name,
     method_names,
+    planned_methods,
     register_variant,
     unregister_variant,
     variant_keys,
@@ -28,8 +36,9 @@ from loralab.lora.variants.registry import (
     variants_of,
 )
 
-for _variant in (PLAIN, RSLORA, LORAPLUS, DORA, QLORA, PISSA):
-    register_variant(_variant)
+# every other variant module of the package registers itself on import
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ANY",
@@ -42,13 +51,16 @@ __all__ = [
     "RSLORA",
     "VARIANTS",
     "DoRALayer",
+    "MemoryTerms",
     "Variant",
     "active_variants",
     "build_layer",
     "check_supported",
     "layer_settings",
+    "memory_terms",
     "method_name",
     "method_names",
+    "planned_methods",
     "register_variant",
     "unregister_variant",
     "variant_keys",

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from loralab.lora.layer import LoRALayer
-from loralab.lora.variants.registry import Variant
+from loralab.lora.variants.registry import Variant, register_variant
 
 MAGNITUDE = "lora_magnitude"
 
@@ -93,6 +93,7 @@ class DoRA(Variant):
     name = "dora"
     key, values = "name", ("dora",)
     layer = DoRALayer
+    order = 40
 
     def peft_fields(self, layer: LoRALayer) -> dict[str, Any]:
         return {"use_dora": True}
@@ -101,4 +102,4 @@ class DoRA(Variant):
         return {"name": "dora"} if peft.get("use_dora") else {}
 
 
-DORA = DoRA()
+DORA = register_variant(DoRA())

@@ -18,7 +18,6 @@ carry the (full-size) residual; its metadata records `init: pissa` so a loader k
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from loralab.errors import AdapterConfigError
-from loralab.lora.layer import LoRALayer
-from loralab.lora.variants.registry import Variant
+from loralab.lora.layer import LoRALayer, alpha_for
+from loralab.lora.variants.registry import Variant, register_variant
 
 
 def check_pissa_rank(shape: torch.Size, rank: int, layer: str = "a layer") -> None:
@@ -86,6 +85,7 @@ class PiSSA(Variant):
     layer_types = ("Linear", "Conv1D")  # an SVD of a 2-D weight, as PEFT supports it
     changes_base = True  # the base keeps only the residual
     update_needs_base = True  # the initial B @ A is W's top singular part
+    order = 60
 
     def check_target(self, name: str, module: nn.Module, adapter: Mapping[str, Any]) -> None:
         check_pissa_rank(module.weight.shape, adapter.get("rank"), name)
@@ -99,7 +99,7 @@ class PiSSA(Variant):
     def peft_fields(self, layer: LoRALayer) -> dict[str, Any]:
         # exported as a rank-2r LoRA on the original weight, with the same scaling
         rank = 2 * layer.rank
-        alpha = layer.scaling * (math.sqrt(rank) if layer.scaling_rule == "rs" else rank)
+        alpha = alpha_for(layer.scaling, rank, layer.scaling_rule)
         return {"r": rank, "lora_alpha": alpha, "init_lora_weights": True}
 
     def peft_tensors(self, layer: LoRALayer, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -113,4 +113,4 @@ class PiSSA(Variant):
         return {**tensors, names["lora_A"]: lora_a, names["lora_B"]: lora_b}
 
 
-PISSA = PiSSA()
+PISSA = register_variant(PiSSA())

@@ -1,8 +1,9 @@
 """Plain LoRA, rsLoRA and LoRA+: the variants that change only a number.
 
 - `lora` (`adapter.name=lora`): `LoRALayer` itself.
-- `rslora` (`adapter.scaling=rs`): the scaling alpha / sqrt(r) (Kalajdzievski, 2023), which
-  `LoRALayer` computes; PEFT calls it `use_rslora`.
+- `rslora` (`adapter.scaling=rs`): the scaling alpha / sqrt(r) (Kalajdzievski, 2023): alpha / r
+  shrinks the update at large ranks, alpha / sqrt(r) does not. Its rule is registered here
+  for `LoRALayer` to apply; PEFT calls it `use_rslora`.
 - `loraplus` (`adapter.lr_ratio_b=16`): LoRA+ (Hayou et al., 2024) trains B `lr_ratio_b`
   times faster than A. The layer's B is tagged with an `lr_scale` that the optimiser reads
   (`loralab.tasks.optim`), so no task knows it is LoRA+.
@@ -10,24 +11,28 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
 from loralab.errors import AdapterConfigError
-from loralab.lora.layer import LoRALayer
-from loralab.lora.variants.registry import ANY, Variant
+from loralab.lora.layer import LoRALayer, ScalingRule, register_scaling_rule
+from loralab.lora.variants.registry import ANY, MemoryTerms, Variant, register_variant
 
 
 class PlainLoRA(Variant):
     name = "lora"
     key, values = "name", ("lora",)
     layer = LoRALayer
+    memory = MemoryTerms()
+    order = 10
 
 
 class RsLoRA(Variant):
     name = "rslora"
     key, values = "scaling", ("rs",)
+    order = 20
 
     def tag(self, method: str, adapter: Mapping[str, Any]) -> str:
         return "rs" + method
@@ -42,6 +47,7 @@ class RsLoRA(Variant):
 class LoRAPlus(Variant):
     name = "loraplus"
     key, values = "lr_ratio_b", (ANY,)
+    order = 30
 
     def validate(self, adapter: Mapping[str, Any]) -> None:
         ratio = adapter.get(self.key)
@@ -58,6 +64,7 @@ class LoRAPlus(Variant):
         layer.lora_B.lr_scale = float(adapter[self.key])
 
 
-PLAIN = PlainLoRA()
-RSLORA = RsLoRA()
-LORAPLUS = LoRAPlus()
+PLAIN = register_variant(PlainLoRA())
+RSLORA = register_variant(RsLoRA())
+LORAPLUS = register_variant(LoRAPlus())
+register_scaling_rule(RSLORA.values[0], ScalingRule(math.sqrt, "alpha/sqrt(r)"))

@@ -19,9 +19,13 @@ from torch import nn
 from loralab.errors import AdapterConfigError
 from loralab.lora.layer import LoRALayer
 from loralab.lora.layer_types import layer_type_of
-from loralab.lora.quant import FORMATS
+from loralab.lora.quant import FORMATS, NF4_BLOCK_SIZE, SCALE_BLOCK_SIZE
 from loralab.lora.quantized_linear import QuantizedLinear
-from loralab.lora.variants.registry import Variant
+from loralab.lora.variants.registry import MemoryTerms, Variant, register_variant
+
+# bytes per weight of the memory planner's qlora: 4-bit NF4 codes, an 8-bit scale per block
+# of 64 (double quantization) and an fp32 scale per 256 of those
+NF4_BYTES = 0.5 + 1 / NF4_BLOCK_SIZE + 4 / (NF4_BLOCK_SIZE * SCALE_BLOCK_SIZE)
 
 
 def quantize_frozen_linears(model: nn.Module, fmt: str, double_quant: bool = False) -> list[str]:
@@ -50,8 +54,12 @@ def quantize_frozen_linears(model: nn.Module, fmt: str, double_quant: bool = Fal
 class QLoRA(Variant):
     name = "qlora"
     key, values = "quant", FORMATS
+    off_values = (None,)
     settings = ("double_quant",)
     changes_base = True  # the shared base would be stored quantized
+    memory = MemoryTerms(stored_weight_bytes=NF4_BYTES)
+    order = 50
+    model_change = "frozen linear layers quantized"
 
     def validate(self, adapter: Mapping[str, Any]) -> None:
         double_quant = adapter.get("double_quant", False)
@@ -75,4 +83,4 @@ class QLoRA(Variant):
         return f"q{method}-{adapter[self.key]}"
 
 
-QLORA = QLoRA()
+QLORA = register_variant(QLoRA())

@@ -12,7 +12,15 @@ declares what it changes:
 - `tag`: its part of the run name (`rs...`, `q...-nf4`, `...-pissa`);
 - `peft_fields` / `peft_tensors` / `adapter_from_peft`: how it maps onto PEFT's format;
 - `changes_base`: whether it rewrites the frozen base (then adapters can't share one base);
-- `update_needs_base`: whether what it changes in W depends on W (the analysis needs W then).
+- `update_needs_base`: whether what it changes in W depends on W (the analysis needs W then);
+- `off_values`: the values of its key that leave it off (LoRA-FA's `freeze_a: false`);
+- `model_change`: the run log's words for what `prepare_model` did (QLoRA: quantized);
+- `memory`: its terms for the memory planner (`loralab.measure.planner`), None if it has none;
+- `order`: where it sits among the variants (its tag and hooks apply in this order).
+
+Each variant module registers its variants itself (`register_variant` at its end); importing
+`loralab.lora.variants` imports every module of the package, so a new built-in variant is one
+new file.
 
 Injection, merging, several adapters on one base, the PEFT format, run names and the rank
 analysis all go through the functions below; none of them names a variant. A layer's fold
@@ -23,6 +31,7 @@ adapter changed is `fold_into(W) - W` for every variant, registered here or in a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
@@ -37,12 +46,29 @@ ANY = "<any value but null>"
 PLAIN_VALUES: dict[str, tuple[Any, ...]] = {
     "init": ("kaiming", "gaussian"),
     "scaling": ("standard",),
-    "quant": (None,),
 }
 FULL = "full"  # adapter.name of full fine-tuning: no adapter at all
-# the adapter settings a layer records, so the files and exports it ends up in can say how
-# it was built (PEFT export, the rank analysis)
-LAYER_SETTINGS = ("name", "rank", "alpha", "dropout", "init", "scaling", "quant", "double_quant")
+# the adapter settings a layer records (with every registered variant's keys), so the files
+# and exports it ends up in can say how it was built (PEFT export, the rank analysis)
+LAYER_SETTINGS = ("name", "rank", "alpha", "dropout", "init", "scaling")
+
+
+@dataclass(frozen=True)
+class MemoryTerms:
+    """What a method changes in the memory of one training step, for the memory planner."""
+
+    # the whole model trains (full fine-tuning, the no-adapter case); else the base is frozen
+    base_trains: bool = False
+    # bytes per frozen linear weight as stored, dequantized on the fly for each matmul
+    # (QLoRA's NF4); None: stored in the training dtype
+    stored_weight_bytes: float | None = None
+    # A trains as well as B (LoRA-FA freezes A at its init)
+    trains_a: bool = True
+    # trainable numbers each adapted layer adds beyond A and B
+    extra_params_per_layer: int = 0
+
+
+FULL_MEMORY = MemoryTerms(base_trains=True)
 
 
 class Variant:
@@ -58,6 +84,15 @@ class Variant:
     changes_base: bool = False
     # does the change an adapter makes to W depend on W? (PiSSA: W's top singular part)
     update_needs_base: bool = False
+    # values of `key` that leave it off, the first one the default (none: the key is plain
+    # LoRA's own or another variant's, see PLAIN_VALUES)
+    off_values: tuple[Any, ...] = ()
+    # the memory planner's terms for `--methods <name>` (None: the planner cannot plan it)
+    memory: MemoryTerms | None = None
+    # lower first: the order its run-name tag and its hooks apply in
+    order: int = 100
+    # what `prepare_model` did to the modules it returns, as the run log says it after a count
+    model_change: str = "modules changed"
 
     def active(self, adapter: Mapping[str, Any]) -> bool:
         value = adapter.get(self.key)
@@ -76,7 +111,8 @@ class Variant:
         """Change a freshly wrapped layer (e.g. PiSSA's initialisation)."""
 
     def prepare_model(self, model: nn.Module, adapter: Mapping[str, Any]) -> list[str]:
-        """Change the whole model once every target is wrapped; returns the changed modules."""
+        """Change the whole model once every target is wrapped; returns the changed modules,
+        which the injection report counts under `model_change`."""
         return []
 
     def tag(self, method: str, adapter: Mapping[str, Any]) -> str:
@@ -100,9 +136,10 @@ VARIANTS: list[Variant] = []
 
 
 def register_variant(variant: Variant) -> Variant:
-    """Add a variant (a later one with the same name replaces it); returns it."""
+    """Add a variant (a later one with the same name replaces it) in its `order`; returns it."""
     unregister_variant(variant.name)
     VARIANTS.append(variant)
+    VARIANTS.sort(key=lambda v: v.order)  # stable: equal orders keep registration order
     return variant
 
 
@@ -138,14 +175,21 @@ def active_variants(adapter: Mapping[str, Any]) -> list[Variant]:
     for key, allowed in allowed_values().items():
         value = adapter.get(key, allowed[0])
         if ANY not in allowed and value not in allowed:
-            shown = ", ".join("null" if v is None else str(v) for v in allowed)
-            fix = "null" if allowed[0] is None else allowed[0]
+            shown = ", ".join(as_yaml(v) for v in allowed)
             raise AdapterConfigError(
-                f"adapter.{key} must be one of {shown}, got {value!r}; set adapter.{key}={fix}."
+                f"adapter.{key} must be one of {shown}, got {value!r}; "
+                f"set adapter.{key}={as_yaml(allowed[0])}."
             )
     for variant in VARIANTS:
         variant.validate(adapter)
     return [v for v in VARIANTS if v.active(adapter)]
+
+
+def as_yaml(value: Any) -> str:
+    """A config value as it is written on the command line: null, true, nf4, ..."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
 
 
 def allowed_values() -> dict[str, tuple[Any, ...]]:
@@ -153,7 +197,8 @@ def allowed_values() -> dict[str, tuple[Any, ...]]:
     allowed = {key: tuple(values) for key, values in PLAIN_VALUES.items()}
     for variant in VARIANTS:
         if variant.key != "name":
-            allowed[variant.key] = allowed.get(variant.key, ()) + tuple(variant.values)
+            values = (*variant.off_values, *variant.values)
+            allowed[variant.key] = allowed.get(variant.key, ()) + values
     return allowed
 
 
@@ -191,7 +236,8 @@ def build_layer(base: nn.Module, adapter: Mapping[str, Any]) -> LoRALayer:
         init=adapter.get("init", "kaiming"),
         scaling_rule=adapter.get("scaling", "standard"),
     )
-    layer.settings = {key: adapter.get(key) for key in LAYER_SETTINGS}
+    keys = dict.fromkeys((*LAYER_SETTINGS, *sorted(variant_keys())))
+    layer.settings = {key: adapter.get(key) for key in keys}
     for variant in active:
         variant.prepare_layer(layer, adapter)
     return layer
@@ -226,3 +272,18 @@ def variants_of(layer: LoRALayer) -> list[Variant]:
     """The variants a layer was built with."""
     settings = layer_settings(layer)
     return [v for v in VARIANTS if v.active(settings)]
+
+
+def memory_terms(method: str) -> MemoryTerms:
+    """The memory planner's terms of `full` or of a registered variant that declares them."""
+    if method == FULL:
+        return FULL_MEMORY
+    terms = next((v.memory for v in VARIANTS if v.name == method), None)
+    if terms is None:
+        raise KeyError(f"no memory terms for {method!r}; methods with some: {planned_methods()}")
+    return terms
+
+
+def planned_methods() -> list[str]:
+    """`full` and the variants the memory planner can plan (those that declare `memory`)."""
+    return [FULL, *(v.name for v in VARIANTS if v.memory is not None)]
