@@ -14,7 +14,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from loralab.data.reviews import ensure_text_dataset
+from loralab.data.bundled.reviews import ensure_text_dataset
 from loralab.run.resolvers import project_root
 
 

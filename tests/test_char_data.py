@@ -10,8 +10,8 @@ import torch
 
 from loralab.data import CharTextDataModule
 from loralab.data.char_text import vocab_size_of
+from loralab.data.char_tokenizer import UNK_ID, UNK_TEXT, CharTokenizer, tokenizer_path_for
 from loralab.data.corpora import corpus_text
-from loralab.data.tokenizer import UNK_ID, UNK_TEXT, CharTokenizer, tokenizer_path_for
 from loralab.errors import ConfigError
 
 
@@ -55,7 +55,7 @@ def test_tokenizer_round_trip_and_json_file(tmp_path):
 
 def test_unknown_characters_map_to_the_unknown_id_with_one_warning_per_set(caplog):
     tokenizer = CharTokenizer.from_text("abc ")
-    with caplog.at_level(logging.WARNING, logger="loralab.data.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="loralab.data.char_tokenizer"):
         ids = tokenizer.encode("a€b€")
         tokenizer.encode("€€ a")  # the same unknown set: no second warning
         tokenizer.encode("ä")  # a new set: warned

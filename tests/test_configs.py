@@ -33,7 +33,7 @@ COMPANIONS = {
     # real prose (data/real_texts.py): characters for TinyGPT, tokens for SmolLM2
     "data=shakespeare_chars": ["model=tiny_gpt", "task=language_modeling"],
     "data=shakespeare": ["model=smollm2", "task=language_modeling"],
-    # the real question sets (data/real_qa.py) are instruct data too
+    # the real question sets (data/bundled/real_qa.py) are instruct data too
     **{
         f"data={qa}": ["model=smollm2", "task=language_modeling"]
         for qa in ("asdiv", "quartz", "logiqa", "nq_open", "boolq")

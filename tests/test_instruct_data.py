@@ -17,14 +17,14 @@ pytest.importorskip("transformers")
 from tests.tiny_llm import write_jsonl, write_tokenizer  # noqa: E402
 
 from loralab.data import InstructDataModule  # noqa: E402
-from loralab.data.instruct import IGNORE_INDEX, masked_example  # noqa: E402
-from loralab.data.instructions import (  # noqa: E402
+from loralab.data.bundled.instructions import (  # noqa: E402
     FAMILIES,
     GIVEN_NAMES,
     HELD_OUT_YEARS,
     TRAIN_YEARS,
     ensure_instruction_dataset,
 )
+from loralab.data.instruction_tuning import IGNORE_INDEX, masked_example  # noqa: E402
 from loralab.errors import ConfigError  # noqa: E402
 
 ROWS = [
@@ -171,7 +171,7 @@ def test_a_system_prompt_and_a_messages_column(tmp_path):
 def test_truncation_is_counted_and_logged_never_silent(tmp_path, caplog):
     long = [{"prompt": "Convert.", "response": "2021-05-03 " * 10, "family": "date"}]
     rows = ROWS + long + [{"prompt": "word " * 80, "response": "x", "family": "date"}]
-    with caplog.at_level(logging.WARNING, logger="loralab.data.instruct"):
+    with caplog.at_level(logging.WARNING, logger="loralab.data.instruction_tuning"):
         dm = datamodule(tmp_path, rows=rows, max_seq_len=40)
     assert dm.counts["train"] == {"examples": 6, "kept": 4, "truncated": 1, "dropped": 1}
     assert len(dm.splits["train"]) == 5 and len(dm.generation_set("test")) == 5

@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tests.conftest import compose_config, run_cli
 
-from loralab.data.tokenizer import CharTokenizer
+from loralab.data.char_tokenizer import CharTokenizer
 from loralab.generate import OUTPUT_FILE, generate, load_for_generation
 from loralab.lora import lora_layers
 from loralab.merge import merge

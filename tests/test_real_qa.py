@@ -13,9 +13,9 @@ pytest.importorskip("transformers")
 
 from tests.tiny_llm import write_tiny_llama, write_tokenizer  # noqa: E402
 
-from loralab.data import qa_formats as fmt  # noqa: E402
 from loralab.data.base import GenerationSet  # noqa: E402
-from loralab.data.real_qa import SOURCES, convert_rows, ensure_real_qa  # noqa: E402
+from loralab.data.bundled import qa_formats as fmt  # noqa: E402
+from loralab.data.bundled.real_qa import SOURCES, convert_rows, ensure_real_qa  # noqa: E402
 from loralab.errors import ConfigError, MissingFileError  # noqa: E402
 from loralab.tasks.exact_match import answers_markdown, score_generation  # noqa: E402
 

@@ -27,7 +27,7 @@ def text(tmp_path: Path):
     pytest.importorskip("datasets")
     pytest.importorskip("transformers")
     from loralab.data import TextClassificationDataModule
-    from loralab.data.reviews import ensure_text_dataset
+    from loralab.data.bundled.reviews import ensure_text_dataset
     from loralab.models.hf import minilm_path
 
     files = ensure_text_dataset(tmp_path / "reviews", n_train=96, n_val=8, n_test=8)
@@ -59,7 +59,7 @@ def instruct(tmp_path: Path):
     from tests.tiny_llm import write_tokenizer
 
     from loralab.data import InstructDataModule
-    from loralab.data.instructions import ensure_instruction_dataset
+    from loralab.data.bundled.instructions import ensure_instruction_dataset
 
     write_tokenizer(tmp_path / "tokenizer")
     files = ensure_instruction_dataset(tmp_path / "instruct", n_train=96, n_val=8, n_test=8)

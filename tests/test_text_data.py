@@ -14,7 +14,7 @@ pytest.importorskip("datasets")
 pytest.importorskip("transformers")
 
 from loralab.data import TextClassificationDataModule  # noqa: E402
-from loralab.data.reviews import ADJECTIVES, VERBS, ensure_text_dataset  # noqa: E402
+from loralab.data.bundled.reviews import ADJECTIVES, VERBS, ensure_text_dataset  # noqa: E402
 from loralab.errors import ConfigError  # noqa: E402
 from loralab.models.hf import minilm_path  # noqa: E402
 

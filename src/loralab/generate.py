@@ -31,9 +31,9 @@ import hydra
 from omegaconf import DictConfig
 from torch import nn
 
+from loralab.data.char_tokenizer import CharTokenizer, tokenizer_path_for
 from loralab.data.chat_format import ChatFormatter
 from loralab.data.hf_tokenizer import load_tokenizer
-from loralab.data.tokenizer import CharTokenizer, tokenizer_path_for
 from loralab.errors import ConfigError, MissingFileError
 from loralab.io import write_json
 from loralab.models import load_backbone, read_metadata

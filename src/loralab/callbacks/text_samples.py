@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from loralab.data.tokenizer import CharTokenizer
+from loralab.data.char_tokenizer import CharTokenizer
 from loralab.models.sampling import sample_ids
 from loralab.tasks.language_modeling import LanguageModelingTask
 

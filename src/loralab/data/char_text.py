@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from loralab.data.base import SplitDataModule
+from loralab.data.char_tokenizer import FORMAT, CharTokenizer
 from loralab.data.corpora import corpus_text
 from loralab.data.dataset import TensorDictDataset
-from loralab.data.tokenizer import FORMAT, CharTokenizer
 from loralab.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """The model's own Hugging Face tokenizer for text data, and the check that a checkpoint kept it.
 
-Language-model data must be tokenised exactly as the model was trained to read it, so the
-data modules of text for causal LMs (`data=lm_text`, `data=instruct`) load the tokenizer
-from `data.tokenizer`: a hub id or a `save_pretrained` folder, the same source as the model
-(the run builder refuses a mismatch). Loading never runs code shipped with a checkpoint.
+Text must be tokenised exactly as the model was trained to read it, so every text data
+module (`data=text_csv`, `data=lm_text`, `data=instruct`) loads the tokenizer from
+`data.tokenizer`: a hub id or a `save_pretrained` folder, the same source as the model (the
+run builder refuses a mismatch). Loading never runs code shipped with a checkpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 from loralab.errors import ConfigError, MissingFileError
 
 
-def load_tokenizer(source: str, vocab_size: int | None = None) -> Any:
-    """The tokenizer of `source`, with a pad token (EOS when it has none) and an EOS token."""
+def load_tokenizer(source: str, vocab_size: int | None = None, needs_eos: bool = True) -> Any:
+    """The tokenizer of `source`, with a pad token (EOS when it has none) and, if `needs_eos`
+    (a causal LM's documents and answers end with it), an EOS token."""
     from transformers import AutoTokenizer
 
     if not source or str(source) == "???":
@@ -30,13 +31,13 @@ def load_tokenizer(source: str, vocab_size: int | None = None) -> Any:
             f"data.tokenizer: cannot load a tokenizer from {source!r} ({first}); give a hub "
             "id (needs network access) or a folder written by save_pretrained."
         ) from None
-    if tokenizer.eos_token_id is None:
+    if needs_eos and tokenizer.eos_token_id is None:
         raise ConfigError(
             f"data.tokenizer={source} has no EOS token, which ends documents and answers; "
             "use a causal LM's tokenizer."
         )
-    if tokenizer.pad_token_id is None:  # decoder-only tokenizers often have none
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # decoder-only tokenizers often have none
     if vocab_size is not None and len(tokenizer) > vocab_size:
         raise ConfigError(
             f"data.vocab_size={vocab_size} is smaller than the vocabulary of data.tokenizer "

@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from loralab.data import text_source as source
-from loralab.data.base import GenerationSet, SplitDataModule
+from loralab.data.base import GenerationSet
 from loralab.data.chat_format import ChatFormatter, conversation
-from loralab.data.hf_tokenizer import check_tokenizer_state, load_tokenizer, tokenizer_state
-from loralab.data.text import plain
+from loralab.data.hf_text import HFTextDataModule
+from loralab.data.text_checks import cells, check_columns, check_texts
+from loralab.data.text_source import quiet_datasets
 from loralab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -91,18 +91,17 @@ class PadPerBatch:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class InstructDataModule(SplitDataModule):
-    """Prompt/response examples in the model's chat format, loss on the responses only."""
+class InstructDataModule(HFTextDataModule):
+    """Prompt/response examples in the model's chat format, loss on the responses only.
+
+    `source`: the `TextSource` keys (`train_file`, `val_file`, `test_file`, `dataset_name`,
+    `dataset_config`, `split_names`, `val_fraction`, `test_fraction`, `n_train`, `n_val`,
+    `n_test`, `cache_dir`), as flat `data.*` keys.
+    """
 
     def __init__(
         self,
         tokenizer: str,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        dataset_name: str | None = None,
-        dataset_config: str | None = None,
-        split_names: Mapping[str, str] | None = None,
         prompt_field: str = "prompt",
         response_field: str = "response",
         messages_field: str | None = None,
@@ -113,43 +112,24 @@ class InstructDataModule(SplitDataModule):
         system_prompt: str | None = None,
         chat_template: bool | None = None,
         max_seq_len: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        n_train: int | None = None,
-        n_val: int | None = None,
-        n_test: int | None = None,
         batch_size: int = 8,
         group_by_length: bool = False,
         seed: int = 0,
         num_workers: int = 0,
         vocab_size: int | None = None,
         write_files: Callable[[], Any] | None = None,
-        cache_dir: str | None = None,
+        **source: Any,
     ) -> None:
         super().__init__()
-        split_names = plain(split_names)  # checkpoints must load with weights_only
-        self.save_hyperparameters(ignore=["write_files"])
-        if (train_file is None) == (dataset_name is None):
-            raise ConfigError(
-                "give exactly one of data.train_file (a local CSV/JSONL/Parquet file) and "
-                "data.dataset_name (a hub id or a local dataset folder); set the other to null."
-            )
+        self.read_source(source, ignore=["write_files"])
         if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 2:
             raise ConfigError(f"data.max_seq_len must be an integer >= 2, got {max_seq_len!r}.")
         self.write_files = write_files
-        self.limits = {"train": n_train, "val": n_val, "test": n_test}
         self.splits: dict[str, list[dict[str, list[int]]]] = {}
         self.generation: dict[str, GenerationSet] = {}
         # per split: examples read, kept whole, with the response cut, dropped
         self.counts: dict[str, dict[str, int]] = {}
-        self._tokenizer: Any = None
         self._formatter: ChatFormatter | None = None
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.hparams.tokenizer, self.hparams.vocab_size)
-        return self._tokenizer
 
     @property
     def vocab_size(self) -> int:
@@ -161,11 +141,6 @@ class InstructDataModule(SplitDataModule):
             self._formatter = ChatFormatter(self.tokenizer, self.hparams.chat_template)
         return self._formatter
 
-    def prepare_data(self) -> None:
-        # runs on one process: writes the bundled dataset if its files are missing
-        if self.write_files is not None:
-            self.write_files()
-
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # built once; fit then test reuses the same splits
             return
@@ -175,24 +150,15 @@ class InstructDataModule(SplitDataModule):
 
     def _raw_splits(self) -> dict[str, Any]:
         """Train/val/test rows, checked for their columns and capped at n_train/n_val/n_test."""
-        hp = self.hparams
-        with source.quiet_datasets():
-            if hp.train_file is not None:
-                files = {"train": hp.train_file, "val": hp.val_file, "test": hp.test_file}
-                raw = source.load_files(files, hp.cache_dir)
-                names = {stage: stage for stage in source.STAGES}
-            else:
-                raw = source.load_named(hp.dataset_name, hp.dataset_config, hp.cache_dir)
-                names = dict(hp.split_names or {})
-            splits = source.pick_splits(raw, names, hp.val_fraction, hp.test_fraction)
-        source.check_columns(splits, self._fields())
-        for name, ds in splits.items():
-            limit = self.limits[name]
-            if limit is not None and limit < len(ds):
-                # a seeded subset of train; the first rows of val and test, whatever the seed
-                ds = ds.shuffle(seed=hp.seed) if name == "train" else ds
-                splits[name] = ds.select(range(limit))
-        return splits
+        with quiet_datasets():
+            splits = self.source.pick(self.source.load())
+        check_columns(splits, self._fields())
+        # a seeded subset of train; the first rows of val and test, whatever the seed
+        seed = self.hparams.seed
+        return {
+            name: self.source.cap(name, ds, seed, shuffle=name == "train")
+            for name, ds in splits.items()
+        }
 
     def _fields(self) -> dict[str, str | None]:
         hp = self.hparams
@@ -207,7 +173,7 @@ class InstructDataModule(SplitDataModule):
         hp, fields = self.hparams, self._fields()
         for key in ("prompt_field", "response_field"):
             if key in fields:
-                source.check_texts(name, key, source.cells(ds, fields[key]))
+                check_texts(name, key, cells(ds, fields[key]))
         rows, prompts, prompt_ids, answers, groups = [], [], [], [], []
         counts = {"examples": len(ds), KEPT: 0, TRUNCATED: 0, DROPPED: 0}
         for index, row in enumerate(ds):
@@ -285,10 +251,3 @@ class InstructDataModule(SplitDataModule):
         if split == "train" and not self.hparams.group_by_length:
             return None
         return [len(row["input_ids"]) for row in self.splits[split]]
-
-    # The tokenizer's identity travels inside every checkpoint of the run.
-    def state_dict(self) -> dict[str, Any]:
-        return tokenizer_state(self.tokenizer)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_tokenizer_state(state, self.tokenizer)

@@ -15,19 +15,18 @@ that order), so no val or test id was ever a training target.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from loralab.data import text_source as source
-from loralab.data.base import SplitDataModule
 from loralab.data.chat_format import default_bos
 from loralab.data.corpora import corpus_text
 from loralab.data.dataset import TensorDictDataset
-from loralab.data.hf_tokenizer import check_tokenizer_state, load_tokenizer, tokenizer_state
-from loralab.data.text import plain
+from loralab.data.hf_text import HFTextDataModule
+from loralab.data.text_checks import cells, check_columns, check_texts
+from loralab.data.text_source import LM_SOURCES, STAGES, load_files, quiet_datasets, stage_splits
 from loralab.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -52,15 +51,15 @@ def read_documents(stage: str, path: str, text_field: str, cache_dir: str | None
                 f"{error.object[error.start : error.end]!r} at offset {error.start}); "
                 "re-save the file as UTF-8."
             ) from None
-    raw = source.load_files({stage: str(file)}, cache_dir)[stage]
+    raw = load_files({stage: str(file)}, cache_dir)[stage]
     return column_texts(stage, raw, text_field)
 
 
 def column_texts(stage: str, ds: Any, text_field: str) -> list[str]:
     """The `text_field` column of a split, checked: a column that exists, rows with text."""
-    source.check_columns({stage: ds}, {"text_field": text_field})
-    texts = source.cells(ds, text_field)
-    source.check_texts(stage, "text_field", texts)
+    check_columns({stage: ds}, {"text_field": text_field})
+    texts = cells(ds, text_field)
+    check_texts(stage, "text_field", texts)
     return texts
 
 
@@ -92,54 +91,32 @@ def blocks(
     return torch.cat([bos, windows[:, :-1]], dim=1), windows
 
 
-class LMTextDataModule(SplitDataModule):
-    """Packed blocks of text, tokenised with `data.tokenizer`, for causal language modelling."""
+class LMTextDataModule(HFTextDataModule):
+    """Packed blocks of text, tokenised with `data.tokenizer`, for causal language modelling.
+
+    `source`: the `TextSource` keys (`corpus`, `train_file`, `val_file`, `test_file`,
+    `dataset_name`, `dataset_config`, `split_names`, `val_fraction`, `test_fraction`,
+    `n_train`, `n_val`, `n_test`, `cache_dir`), as flat `data.*` keys; `n_*` count blocks.
+    """
+
+    SOURCES = LM_SOURCES
 
     def __init__(
         self,
         tokenizer: str,
-        corpus: str | None = None,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        dataset_name: str | None = None,
-        dataset_config: str | None = None,
-        split_names: Mapping[str, str] | None = None,
         text_field: str = "text",
         block_size: int = 128,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
-        n_train: int | None = None,
-        n_val: int | None = None,
-        n_test: int | None = None,
         batch_size: int = 8,
         seed: int = 0,
         num_workers: int = 0,
         vocab_size: int | None = None,
-        cache_dir: str | None = None,
+        **source: Any,
     ) -> None:
         super().__init__()
-        split_names = plain(split_names)  # checkpoints must load with weights_only
-        self.save_hyperparameters()
-        sources = {"corpus": corpus, "train_file": train_file, "dataset_name": dataset_name}
-        given = [key for key, value in sources.items() if value]
-        if len(given) != 1:
-            raise ConfigError(
-                "give exactly one text source: data.corpus (a or b), data.train_file (a .txt, "
-                "CSV, JSONL or Parquet file) or data.dataset_name; set the others to null "
-                f"(given: {', '.join(given) or 'none'})."
-            )
+        self.read_source(source, val_fraction=0.05, test_fraction=0.05)
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
             raise ConfigError(f"data.block_size must be an integer >= 2, got {block_size!r}.")
-        self.limits = {"train": n_train, "val": n_val, "test": n_test}
         self.splits: dict[str, TensorDictDataset] = {}
-        self._tokenizer: Any = None
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.hparams.tokenizer, self.hparams.vocab_size)
-        return self._tokenizer
 
     @property
     def vocab_size(self) -> int:
@@ -147,30 +124,22 @@ class LMTextDataModule(SplitDataModule):
 
     def documents(self) -> dict[str, list[str]]:
         """Documents per stage; a stage the source lacks is missing from the dict."""
-        hp = self.hparams
-        if hp.corpus:
-            return {"train": [corpus_text(hp.corpus)]}
-        with source.quiet_datasets():
-            if hp.train_file:
-                files = {"train": hp.train_file, "val": hp.val_file, "test": hp.test_file}
+        src, field = self.source, self.hparams.text_field
+        if src.corpus:
+            return {"train": [corpus_text(src.corpus)]}
+        with quiet_datasets():
+            if src.train_file:
                 return {
-                    stage: read_documents(stage, path, hp.text_field, hp.cache_dir)
-                    for stage, path in files.items()
+                    stage: read_documents(stage, path, field, src.cache_dir)
+                    for stage, path in src.files.items()
                     if path
                 }
-            raw = source.load_named(hp.dataset_name, hp.dataset_config, hp.cache_dir)
-            names = {**source.DEFAULT_SPLITS, **(hp.split_names or {})}
-            unknown = set(names) - set(source.STAGES)
-            if unknown or names["train"] not in raw:
-                raise ConfigError(
-                    f"data.split_names={dict(hp.split_names or {})} does not name the train "
-                    f"split of the dataset (splits: {', '.join(raw)}); set "
-                    "data.split_names.train (and val, test) to its split names."
-                )
+            loaded = src.load()
+            names = stage_splits(loaded.raw, loaded.stage_names)
             return {
-                stage: column_texts(stage, raw[names[stage]], hp.text_field)
-                for stage in source.STAGES
-                if names[stage] in raw
+                stage: column_texts(stage, loaded.raw[names[stage]], field)
+                for stage in STAGES
+                if names[stage] in loaded.raw
             }
 
     def setup(self, stage: str | None = None) -> None:
@@ -185,7 +154,7 @@ class LMTextDataModule(SplitDataModule):
         streams.update(self._carve(streams))
         bos_id = next(iter(default_bos(tokenizer)), None)  # each block starts as a text would
         rng = torch.Generator().manual_seed(hp.seed)  # never the global RNG
-        for name in source.STAGES:
+        for name in STAGES:
             if len(streams[name]) < hp.block_size + 1:
                 raise ConfigError(
                     f"the {name} split holds {len(streams[name])} tokens, fewer than "
@@ -193,7 +162,7 @@ class LMTextDataModule(SplitDataModule):
                     "data.block_size."
                 )
             inputs, labels = blocks(streams[name], hp.block_size, bos_id)
-            limit = self.limits[name]
+            limit = self.source.limits[name]
             if limit is not None and limit < len(inputs):  # a seeded subset of whole blocks
                 keep = torch.randperm(len(inputs), generator=rng)[:limit].sort().values
                 inputs, labels = inputs[keep], labels[keep]
@@ -204,8 +173,8 @@ class LMTextDataModule(SplitDataModule):
     def _carve(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Val and test streams the source lacks, cut off the end of the train stream
         (train, then val, then test), and what is left of train."""
-        hp = self.hparams
-        fractions = {"val": hp.val_fraction, "test": hp.test_fraction}
+        src = self.source
+        fractions = {"val": src.val_fraction, "test": src.test_fraction}
         missing = [name for name in ("val", "test") if name not in streams]
         for name in missing:
             if not 0 < fractions[name] < 1:
@@ -216,7 +185,7 @@ class LMTextDataModule(SplitDataModule):
         if sum(fractions[name] for name in missing) >= 1:
             raise ConfigError(
                 f"data.val_fraction + data.test_fraction must stay below 1 to leave training "
-                f"text, got {hp.val_fraction} + {hp.test_fraction}."
+                f"text, got {src.val_fraction} + {src.test_fraction}."
             )
         train, carved = streams["train"], {}
         end = len(train)
@@ -230,10 +199,3 @@ class LMTextDataModule(SplitDataModule):
         """A fixed prompt in the style of this text: the start of the validation split."""
         self.setup()
         return self.tokenizer.decode(self.splits["val"][0]["input_ids"][:n_tokens])
-
-    # The tokenizer's identity travels inside every checkpoint of the run.
-    def state_dict(self) -> dict[str, Any]:
-        return tokenizer_state(self.tokenizer)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_tokenizer_state(state, self.tokenizer)

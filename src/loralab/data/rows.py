@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loralab.data.text_source import cells
+from loralab.data.text_checks import cells
 from loralab.errors import ConfigError
 
 log = logging.getLogger(__name__)

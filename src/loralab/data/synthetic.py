@@ -44,6 +44,20 @@ def uniform_ids(lo: Tensor, hi: Tensor, shape: torch.Size, g: Generator) -> Tens
     return torch.minimum(lo + (u * (hi - lo)).long(), hi - 1)
 
 
+def until_no_ties(
+    mask: Tensor, draw: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """Tokens and labels of every row, drawn by `draw(rows, row_mask)` -> (tokens, labels,
+    tied); a tie has no true label, so tied rows are drawn again until none is left."""
+    n = mask.shape[0]
+    tokens, labels = torch.zeros(mask.shape, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    todo = torch.arange(n)
+    while len(todo):
+        tokens[todo], labels[todo], tied = draw(todo, mask[todo])
+        todo = todo[tied]
+    return tokens, labels
+
+
 def sample_low_high(mask: Tensor, bounds: Tensor, g: Generator, p_min: float, p_max: float):
     """Each token is from the sample's target half with probability p, else from the other
     half; the label (0 = low, 1 = high) is the half that really holds more tokens."""
@@ -51,19 +65,15 @@ def sample_low_high(mask: Tensor, bounds: Tensor, g: Generator, p_min: float, p_
     low, mid, end = bounds[0], bounds[n_groups // 2], bounds[-1]
     target_high = torch.randint(0, 2, (n,), generator=g).bool()
     p = p_min + (p_max - p_min) * torch.rand(n, generator=g)
-    tokens, labels = torch.zeros(mask.shape, dtype=torch.long), torch.zeros(n, dtype=torch.long)
-    todo = torch.arange(n)
-    while len(todo):  # a tie has no true label: resample those rows until none is left
-        m = mask[todo]
-        from_target = torch.rand(m.shape, generator=g) < p[todo, None]
-        in_high = from_target == target_high[todo, None]
+
+    def draw(rows: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        in_high = (torch.rand(m.shape, generator=g) < p[rows, None]) == target_high[rows, None]
         lo, hi = torch.where(in_high, mid, low), torch.where(in_high, end, mid)
-        tokens[todo] = uniform_ids(lo, hi, m.shape, g)
         n_high = (in_high & m).sum(dim=1)
         n_low = m.sum(dim=1) - n_high
-        labels[todo] = (n_high > n_low).long()
-        todo = todo[n_high == n_low]
-    return tokens, labels
+        return uniform_ids(lo, hi, m.shape, g), (n_high > n_low).long(), n_high == n_low
+
+    return until_no_ties(mask, draw)
 
 
 def sample_majority_group(mask: Tensor, bounds: Tensor, g: Generator, p_min: float, p_max: float):
@@ -72,19 +82,17 @@ def sample_majority_group(mask: Tensor, bounds: Tensor, g: Generator, p_min: flo
     n, n_groups = mask.shape[0], len(bounds) - 1
     dominant = torch.randint(0, n_groups, (n,), generator=g)
     p = p_min + (p_max - p_min) * torch.rand(n, generator=g)
-    tokens, labels = torch.zeros(mask.shape, dtype=torch.long), torch.zeros(n, dtype=torch.long)
-    todo = torch.arange(n)
-    while len(todo):  # a tie has no true label: resample those rows until none is left
-        m = mask[todo]
-        from_dominant = torch.rand(m.shape, generator=g) < p[todo, None]
-        d = dominant[todo, None]
+
+    def draw(rows: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from_dominant = torch.rand(m.shape, generator=g) < p[rows, None]
+        d = dominant[rows, None]
         own = uniform_ids(bounds[d], bounds[d + 1], m.shape, g)
         anywhere = uniform_ids(bounds[0], bounds[-1], m.shape, g)
-        tokens[todo] = torch.where(from_dominant, own, anywhere)
-        top2 = group_counts(tokens[todo], m, bounds).topk(2, dim=1)
-        labels[todo] = top2.indices[:, 0]
-        todo = todo[top2.values[:, 0] == top2.values[:, 1]]
-    return tokens, labels
+        tokens = torch.where(from_dominant, own, anywhere)
+        top2 = group_counts(tokens, m, bounds).topk(2, dim=1)
+        return tokens, top2.indices[:, 0], top2.values[:, 0] == top2.values[:, 1]
+
+    return until_no_ties(mask, draw)
 
 
 def sample_group_parity(mask: Tensor, bounds: Tensor, g: Generator, p_min: float, p_max: float):

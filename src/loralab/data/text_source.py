@@ -1,22 +1,27 @@
-"""Raw text splits from local CSV/JSONL/Parquet files or a (hub or local) dataset, checked.
+"""Where a text data module's rows come from: one `TextSource`, checked and loaded once.
 
-Everything a user can get wrong about their data fails here, in one sentence naming the
-`data.*` key: a missing file, an unreadable or non-UTF-8 file, a missing column, an empty
-split, a label outside `data.num_classes`, an empty text cell. Places are the user's own:
-rows are checked in the file (or dataset split) they came from, before any shuffling,
-subsampling or carving, and counted from 1 without the header; a bad byte is given by its
-offset in the file and its line.
+The three text data modules (text classification, instruction tuning, packed LM text) read
+the same settings, given as flat `data.*` keys: local files (`data.train_file`, `val_file`,
+`test_file`) or a dataset (`data.dataset_name`, `dataset_config`, `split_names`; or, for LM
+text, a bundled `data.corpus`), the fractions carved out of train for a split the source
+lacks, `data.n_train` / `n_val` / `n_test` caps and the `datasets` cache. `TextSource` holds
+them, checks that exactly one source is given, and loads the raw splits; failures name the
+`data.*` key the user typed (a missing file, a file `datasets` cannot parse, a split name
+the dataset lacks). Checks of the rows themselves are in `text_checks.py`.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loralab.data.text_checks import readable
 from loralab.errors import ConfigError, MissingFileError
+from loralab.io import to_plain
 
 # our stage names; a dataset's split names are mapped onto them by `data.split_names`
 STAGES = ("train", "val", "test")
@@ -25,12 +30,6 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".pa
 # carving val/test out of train uses a fixed seed (data.split_seed of text classification,
 # this by default), not the run's: every run of a comparison tests on the same rows
 CARVE_SEED = 0
-
-
-def cells(ds: Any, name: str) -> list[Any]:
-    """Every cell of one column, read at once (a `Column` indexed cell by cell reads the Arrow
-    table once per cell: 6 s instead of milliseconds for the 33,530 movie reviews)."""
-    return ds[name][:]
 
 
 @contextlib.contextmanager
@@ -90,7 +89,7 @@ def load_files(paths: Mapping[str, str | None], cache_dir: str | None) -> Any:
         return datasets.load_dataset(fmt, data_files=files, cache_dir=cache_dir, **kwargs)
     except datasets.exceptions.DatasetGenerationError as error:
         named = [(f"data.{stage}_file", path) for stage, path in files.items()]
-        raise _readable(error, named) from None
+        raise readable(error, named) from None
     except ValueError as error:
         if "corresponds to no data" not in str(error):
             raise
@@ -112,7 +111,7 @@ def load_named(name: str, config: str | None, cache_dir: str | None) -> Any:
         return datasets.load_dataset(str(name), config, cache_dir=cache_dir)
     except datasets.exceptions.DatasetGenerationError as error:
         data_files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in FORMATS)
-        raise _readable(error, [("data.dataset_name", str(p)) for p in data_files]) from None
+        raise readable(error, [("data.dataset_name", str(p)) for p in data_files]) from None
     except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError, ConnectionError) as error:
         raise MissingFileError(
             f"data.dataset_name: cannot load {name!r} ({error}); give a hub dataset id "
@@ -120,45 +119,20 @@ def load_named(name: str, config: str | None, cache_dir: str | None) -> Any:
         ) from None
 
 
-def first_bad_byte(path: str | Path, chunk: int = 1 << 20) -> tuple[int, bytes, int] | None:
-    """(offset, byte, line) of the first byte of a file that is not UTF-8 text; None if all is."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, line = 0, 1  # of the block being read
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            held = len(decoder.getstate()[0])  # bytes of a character begun in the last block
-            try:
-                decoder.decode(block, final=not block)
-            except UnicodeDecodeError as error:
-                bad = offset - held + error.start
-                f.seek(bad)
-                return bad, f.read(1), line + block[: max(0, bad - offset)].count(b"\n")
-            if not block:
-                return None
-            offset += len(block)
-            line += block.count(b"\n")
-
-
-def _readable(error: Exception, files: Sequence[tuple[str, str]]) -> ConfigError:
-    """One sentence for data `datasets` could not parse (files: (key, path) pairs), naming the
-    file and, for text that is not UTF-8, the first bad byte's offset and line in it."""
-    cause = error.__cause__ or error.__context__
-    candidates = [
-        (key, path)
-        for key, path in files
-        if Path(path).suffix.lower() != ".parquet" and Path(path).is_file()
-    ]
-    for key, path in candidates:
-        bad = first_bad_byte(path)
-        if bad is not None:
-            offset, byte, line = bad
-            return ConfigError(
-                f"{key}: {path} is not UTF-8 text (byte {byte!r} at offset {offset}, line "
-                f"{line}); re-save the file as UTF-8."
-            )
-    where = ", ".join(f"{key}={path}" for key, path in files) or "the data"
-    return ConfigError(f"cannot read {where} ({cause or error}); check the file's format.")
+def stage_splits(raw: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, str]:
+    """The source split each stage reads (`names` over the defaults), train's checked to exist."""
+    unknown = set(names) - set(STAGES)
+    if unknown:
+        raise ConfigError(
+            f"data.split_names has unknown stage {sorted(unknown)[0]!r}; use train, val, test."
+        )
+    source = {stage: names.get(stage, DEFAULT_SPLITS[stage]) for stage in STAGES}
+    if source["train"] not in raw:
+        raise ConfigError(
+            f"data.split_names.train={source['train']!r} is not a split of the data "
+            f"(splits: {', '.join(raw)}); set data.split_names.train to one of them."
+        )
+    return source
 
 
 def source_splits(raw: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
@@ -176,17 +150,7 @@ def pick_splits(
 ) -> dict[str, Any]:
     """Our train/val/test from the source's splits (`names`: stage -> source split name);
     a missing val or test split is carved out of train, shuffled by `seed`."""
-    unknown = set(names) - set(STAGES)
-    if unknown:
-        raise ConfigError(
-            f"data.split_names has unknown stage {sorted(unknown)[0]!r}; use train, val, test."
-        )
-    source = {stage: names.get(stage, DEFAULT_SPLITS[stage]) for stage in STAGES}
-    if source["train"] not in raw:
-        raise ConfigError(
-            f"data.split_names.train={source['train']!r} is not a split of the data "
-            f"(splits: {', '.join(raw)}); set data.split_names.train to one of them."
-        )
+    source = stage_splits(raw, names)
     train = raw[source["train"]]
     picked: dict[str, Any] = {}
     for stage, fraction in (("test", test_fraction), ("val", val_fraction)):
@@ -205,92 +169,127 @@ def pick_splits(
     return {stage: picked[stage] for stage in STAGES}
 
 
-def check_columns(splits: Mapping[str, Any], fields: Mapping[str, str | None]) -> None:
-    """Every configured field is a column of every split, and no split is empty."""
-    for stage, ds in splits.items():
-        if len(ds) == 0:
-            raise ConfigError(
-                f"the {stage} split of the data has no rows; check data.{stage}_file "
-                f"(or data.dataset_name and data.split_names.{stage})."
-            )
-        for key, column in fields.items():
-            if column is not None and column not in ds.column_names:
-                raise ConfigError(
-                    f"data.{key}={column!r} is not a column of the {stage} split "
-                    f"(columns: {', '.join(ds.column_names)}); set data.{key} to one of them."
-                )
+# the kinds of source a data module may read, and what each is (for the one-source check)
+TABLE_SOURCES = {
+    "train_file": "a local CSV/JSONL/Parquet file",
+    "dataset_name": "a hub id or a local dataset folder",
+}
+LM_SOURCES = {
+    "train_file": "a local .txt, CSV, JSONL or Parquet file",
+    "dataset_name": "a hub id or a local dataset folder",
+    "corpus": "a bundled corpus: a, b or shakespeare",
+}
 
 
-def check_texts(origin: str, key: str, texts: Sequence[Any]) -> None:
-    """A missing or non-string text cell (an empty CSV cell reads as None) fails by row.
+@dataclass(frozen=True)
+class Loaded:
+    """A source's raw splits, the split each stage reads, and how each split is named to the
+    user (`data.train_file=x.csv`, `split 'train' of data.dataset_name=y`)."""
 
-    `origin` names where the rows are, e.g. "data.train_file=reviews.csv": the rows of
-    that file in its own order, counted from 1 (the header not counted).
+    raw: Mapping[str, Any]
+    stage_names: Mapping[str, str]
+    origins: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """The text a data module reads: files, a dataset or a corpus, its splits and their sizes.
+
+    Built from the flat `data.*` keys (`from_keys`), so every config and command keeps its
+    keys; the data module's own settings (fields, lengths, batch size) stay its own.
     """
-    for row, text in enumerate(texts):
-        if not isinstance(text, str):
+
+    train_file: str | None = None
+    val_file: str | None = None
+    test_file: str | None = None
+    dataset_name: str | None = None
+    dataset_config: str | None = None
+    split_names: Mapping[str, str] | None = None
+    corpus: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_keys(
+        cls,
+        keys: Mapping[str, Any],
+        owner: str,
+        kinds: Mapping[str, str] = TABLE_SOURCES,
+        **defaults: Any,
+    ) -> TextSource:
+        """The source of `owner` (a data module's name) from its `data.*` keys, checked."""
+        known = cls.keys_for(kinds)
+        for key in keys:
+            if key not in known:
+                raise ConfigError(
+                    f"data.{key} is not a setting of {owner}; remove it or correct its name "
+                    f"(its text source reads {', '.join(f'data.{k}' for k in known)})."
+                )
+        source = cls(**{**defaults, **{k: to_plain(v) for k, v in keys.items()}})
+        source.check_one(kinds)
+        return source
+
+    @classmethod
+    def keys_for(cls, kinds: Mapping[str, str]) -> list[str]:
+        """The keys a data module reading `kinds` of source takes (`corpus` for LM text only)."""
+        unread = set(LM_SOURCES) - set(kinds)
+        return [f.name for f in dataclasses.fields(cls) if f.name not in unread]
+
+    def check_one(self, kinds: Mapping[str, str]) -> str:
+        """The one kind of source given (a key of `kinds`); none or several fail."""
+        given = [kind for kind in kinds if getattr(self, kind)]
+        if len(given) != 1:
+            named = [f"data.{kind} ({what})" for kind, what in kinds.items()]
+            listing = " and ".join(named) if len(named) == 2 else ", ".join(named[:-1])
+            listing += f" or {named[-1]}" if len(named) > 2 else ""
             raise ConfigError(
-                f"data.{key}: row {row + 1} of {origin} has no text ({text!r}); "
-                "fill or drop that row."
+                f"the data needs exactly one text source: give exactly one of {listing}, and "
+                f"set {'the other' if len(named) == 2 else 'the others'} to null (given: "
+                f"{', '.join(given) or 'none'})."
             )
+        return given[0]
 
+    def settings(self, kinds: Mapping[str, str]) -> dict[str, Any]:
+        """Every key the data module takes, as a plain value: what its hyper-parameters record."""
+        values = dataclasses.asdict(self)
+        return {key: values[key] for key in self.keys_for(kinds)}
 
-def label_names_of(
-    splits: Mapping[str, Any], label_field: str, label_names: Sequence[str] | None, num_classes: int
-) -> list[str] | None:
-    """Class names for string labels (given, else sorted), the data's names, or None for ints."""
-    feature = splits["train"].features[label_field]
-    if hasattr(feature, "names"):  # a ClassLabel: ids and names come with the data
-        names = list(feature.names)
-    elif getattr(feature, "dtype", "").endswith("string"):
-        found = sorted(
-            {label for ds in splits.values() for label in cells(ds, label_field)} - {None}
+    @property
+    def files(self) -> dict[str, str | None]:
+        """The local file of each stage (None: none given)."""
+        return {"train": self.train_file, "val": self.val_file, "test": self.test_file}
+
+    @property
+    def limits(self) -> dict[str, int | None]:
+        """At most this many examples per stage (None: all)."""
+        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+
+    def load(self) -> Loaded:
+        """The raw splits of the files or the dataset (a corpus is its data module's to read)."""
+        if self.train_file:
+            raw = load_files(self.files, self.cache_dir)
+            names = {stage: stage for stage in STAGES}
+            origins = {stage: f"data.{stage}_file={self.files[stage]}" for stage in raw}
+            return Loaded(raw, names, origins)
+        raw = load_named(self.dataset_name, self.dataset_config, self.cache_dir)
+        origins = {
+            split: f"split {split!r} of data.dataset_name={self.dataset_name}" for split in raw
+        }
+        return Loaded(raw, dict(self.split_names or {}), origins)
+
+    def pick(self, loaded: Loaded, seed: int = CARVE_SEED) -> dict[str, Any]:
+        """Train/val/test of the loaded splits, a missing val/test carved out of train."""
+        return pick_splits(
+            loaded.raw, loaded.stage_names, self.val_fraction, self.test_fraction, seed
         )
-        names = list(label_names) if label_names else found
-        missing = [label for label in found if label not in names]
-        if missing:
-            raise ConfigError(
-                f"data.label_names {names} lacks the label {missing[0]!r} found in "
-                f"data.label_field={label_field!r}; add it or drop those rows."
-            )
-    else:
-        return None
-    if len(names) != num_classes:
-        raise ConfigError(
-            f"data.num_classes={num_classes} but the data has {len(names)} labels "
-            f"({', '.join(map(str, names))}); set data.num_classes={len(names)}."
-        )
-    return names
 
-
-def label_ids(
-    origin: str, labels: Sequence[Any], names: list[str] | None, num_classes: int
-) -> list[int]:
-    """Labels as ids in [0, num_classes); anything else fails, naming the row of `origin`."""
-    index = {name: i for i, name in enumerate(names)} if names is not None else None
-    ids = []
-    for row, label in enumerate(labels):
-        if index is not None and isinstance(label, str):
-            label = index.get(label, label)
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
-            raise ConfigError(
-                f"data.label_field: row {row + 1} of {origin} has label {label!r}, outside "
-                f"the data.num_classes={num_classes} classes; fix the row or data.num_classes."
-            )
-        ids.append(label)
-    return ids
-
-
-def check_rows(
-    sources: Mapping[str, Any],
-    fields: Mapping[str, str | None],
-    names: list[str] | None,
-    num_classes: int,
-) -> None:
-    """Every text and label cell of every source (origin -> its rows, as loaded)."""
-    for origin, ds in sources.items():
-        for key in ("text_field", "text_pair_field"):
-            if fields.get(key) is not None and fields[key] in ds.column_names:
-                check_texts(origin, key, cells(ds, fields[key]))
-        if fields.get("label_field") in ds.column_names:
-            label_ids(origin, cells(ds, fields["label_field"]), names, num_classes)
+    def cap(self, stage: str, ds: Any, seed: int, shuffle: bool) -> Any:
+        """At most `n_<stage>` rows of a split: a seeded sample if `shuffle`, else the first."""
+        limit = self.limits[stage]
+        if limit is None or limit >= len(ds):
+            return ds
+        return (ds.shuffle(seed=seed) if shuffle else ds).select(range(limit))

@@ -21,18 +21,15 @@ from sets disjoint from the training ones). A model must learn each format, not 
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import zlib
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
-from loralab.io import atomic_path
+from loralab.data.bundled.write_once import JSONL_SPLIT_FILES, SeededDataset, jsonl_text
 
-SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
-META_FILE = "meta.json"
+SPLIT_FILES = JSONL_SPLIT_FILES
+
 GENERATOR_VERSION = 1  # bump when the templates change, so old files are rewritten
 FAMILIES = ("date", "unit", "extract", "arithmetic")
 
@@ -188,30 +185,7 @@ def generate_split(n: int, test: bool, rng: random.Random, taken: set[str]) -> l
     return rows
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:  # readers never see half a file
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-
-
-def ensure_instruction_dataset(
-    out_dir: str | os.PathLike,
-    seed: int = 0,
-    n_train: int = 2000,
-    n_val: int = 200,
-    n_test: int = 400,
-) -> dict[str, Path]:
-    """Write the bundled dataset into `out_dir` unless the same one is already there."""
-    out = Path(out_dir)
-    meta = {"version": GENERATOR_VERSION, "seed": seed, "sizes": [n_train, n_val, n_test]}
-    paths = {split: out / name for split, name in SPLIT_FILES.items()}
-    meta_path = out / META_FILE
-    if meta_path.is_file() and all(p.is_file() for p in paths.values()):
-        if json.loads(meta_path.read_text()) == meta:
-            return paths
-    out.mkdir(parents=True, exist_ok=True)
-    rng, taken = random.Random(seed), set()
-    sizes = {"train": (n_train, False), "validation": (n_val, True), "test": (n_test, True)}
-    for split, (n, test) in sizes.items():
-        _write_jsonl(paths[split], generate_split(n, test, rng, taken))
-    meta_path.write_text(json.dumps(meta))  # last: a crash before it means "rewrite"
-    return paths
+# writes train.jsonl / validation.jsonl / test.jsonl into a folder, once per seed and sizes
+ensure_instruction_dataset = SeededDataset(
+    SPLIT_FILES, GENERATOR_VERSION, generate_split, jsonl_text, sizes=(2000, 200, 400)
+)

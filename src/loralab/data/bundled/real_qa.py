@@ -2,7 +2,7 @@
 
 `ensure_real_qa(name, out_dir)` is a `data.write_files` for `data=instruct`: it reads the
 set's JSONL file from its package (never importing the package), converts every row with
-`loralab.data.qa_formats`, drops exact duplicate questions (all copies of a question whose
+`loralab.data.bundled.qa_formats`, drops exact duplicate questions (all copies of a question whose
 copies disagree on the answer), splits the rest by `seed` into train/validation/test (a
 question lives in one split only; by default 70/10/20%) and writes them atomically with a
 meta.json. The files are rewritten whenever the package version, the converter or the split
@@ -22,16 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loralab.data import qa_formats as fmt
-from loralab.data.instructions import SPLIT_FILES
+from loralab.data.bundled import qa_formats as fmt
+from loralab.data.bundled.write_once import JSONL_SPLIT_FILES as SPLIT_FILES
+from loralab.data.bundled.write_once import BundledWriter, Generated, Sizes, jsonl_text
 from loralab.errors import ConfigError
-from loralab.io import atomic_path, read_json, write_json
 from loralab.packaged import packaged_file
 
 log = logging.getLogger(__name__)
 
 CONVERTER_VERSION = 1  # bump when a converter changes, so old files are rewritten
-META_FILE = "meta.json"
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2  # of the questions, when n_val / n_test are null
 
 
@@ -126,46 +125,40 @@ def split_examples(
     return {split: [examples[i] for i in indices] for split, indices in cuts.items()}
 
 
-def _write_jsonl(path: Path, examples: list[fmt.QAExample]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(e.row()) + "\n" for e in examples), encoding="utf-8")
+class RealQASet(BundledWriter):
+    """The writer of one real question set: converted, deduplicated and split by seed."""
+
+    split_files = SPLIT_FILES
+
+    def __init__(self, name: str) -> None:
+        if name not in SOURCES:
+            raise ConfigError(
+                f"data.write_files.name={name!r} is not a real question set; use one of "
+                f"{', '.join(sorted(SOURCES))}."
+            )
+        self.name, self.source = name, SOURCES[name]
+        pip_name = self.source.pip_name
+        self.path = packaged_file(
+            self.source.package, self.source.relative, pip_name, f"data={name}"
+        )
+        self.origin = f"{pip_name}=={importlib.metadata.version(pip_name)}:{self.source.relative}"
+
+    def stamp(self, seed: int, sizes: Sizes) -> dict[str, Any]:
+        key = {"set": self.name, "source": self.origin, "converter": CONVERTER_VERSION}
+        return {"key": {**key, "seed": seed, "sizes": list(sizes)}}
+
+    def generate(self, seed: int, sizes: Sizes) -> Generated:
+        examples, counts = convert_rows(read_jsonl(self.path), self.source.convert)
+        splits = split_examples(examples, seed, split_sizes(len(examples), *sizes))
+        counts.update({split: len(rows) for split, rows in splits.items()})
+        log.info("%s from %s: %s", self.name, self.origin, counts)
+        texts = {split: jsonl_text(e.row() for e in rows) for split, rows in splits.items()}
+        return texts, {"counts": counts}
 
 
 def ensure_real_qa(
-    name: str,
-    out_dir: str | os.PathLike,
-    seed: int = 0,
-    n_train: int | None = None,
-    n_val: int | None = None,
-    n_test: int | None = None,
+    name: str, out_dir: str | os.PathLike, seed: int = 0, **sizes: int | None
 ) -> dict[str, Path]:
-    """Write set `name`'s train/validation/test JSONL into `out_dir` unless they are current."""
-    if name not in SOURCES:
-        raise ConfigError(
-            f"data.write_files.name={name!r} is not a real question set; use one of "
-            f"{', '.join(sorted(SOURCES))}."
-        )
-    source = SOURCES[name]
-    path = packaged_file(source.package, source.relative, source.pip_name, f"data={name}")
-    version = importlib.metadata.version(source.pip_name)
-    key = {
-        "set": name,
-        "source": f"{source.pip_name}=={version}:{source.relative}",
-        "converter": CONVERTER_VERSION,
-        "seed": seed,
-        "sizes": [n_train, n_val, n_test],
-    }
-    out = Path(out_dir)
-    paths = {split: out / file for split, file in SPLIT_FILES.items()}
-    meta_path = out / META_FILE
-    if meta_path.is_file() and all(p.is_file() for p in paths.values()):
-        if read_json(meta_path).get("key") == key:
-            return paths
-    examples, counts = convert_rows(read_jsonl(path), source.convert)
-    splits = split_examples(examples, seed, split_sizes(len(examples), n_train, n_val, n_test))
-    for split, rows in splits.items():
-        _write_jsonl(paths[split], rows)
-    counts.update({split: len(rows) for split, rows in splits.items()})
-    write_json(meta_path, {"key": key, "counts": counts})  # last: a crash before it rewrites
-    log.info("%s from %s: %s", name, key["source"], counts)
-    return paths
+    """Write set `name`'s train/validation/test JSONL into `out_dir` unless they are current
+    (`sizes`: n_train, n_val, n_test; null: 10% val, 20% test, train the rest)."""
+    return RealQASet(name)(out_dir, seed, **sizes)

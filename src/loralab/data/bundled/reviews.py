@@ -22,17 +22,13 @@ is its command line.
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import random
-from pathlib import Path
+from functools import partial
 
-from loralab.io import atomic_path
+from loralab.data.bundled.write_once import SeededDataset, csv_text
 
 LABELS = ("negative", "positive")
 SPLIT_FILES = {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"}
-META_FILE = "meta.json"
 GENERATOR_VERSION = 2  # bump when the templates change, so old files are rewritten
 
 SUBJECTS = (
@@ -142,32 +138,11 @@ def generate_split(
     return rows
 
 
-def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)  # readers never see half a file
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-
-
-def ensure_text_dataset(
-    out_dir: str | os.PathLike,
-    seed: int = 0,
-    n_train: int = 3000,
-    n_val: int = 500,
-    n_test: int = 500,
-) -> dict[str, Path]:
-    """Write the bundled dataset into `out_dir` unless the same one is already there."""
-    out = Path(out_dir)
-    meta = {"version": GENERATOR_VERSION, "seed": seed, "sizes": [n_train, n_val, n_test]}
-    paths = {split: out / name for split, name in SPLIT_FILES.items()}
-    meta_path = out / META_FILE
-    if meta_path.is_file() and all(p.is_file() for p in paths.values()):
-        if json.loads(meta_path.read_text()) == meta:
-            return paths
-    out.mkdir(parents=True, exist_ok=True)
-    rng, taken = random.Random(seed), set()
-    sizes = {"train": (n_train, False), "validation": (n_val, True), "test": (n_test, True)}
-    for split, (n, held_out) in sizes.items():
-        _write_csv(paths[split], generate_split(n, held_out, rng, taken))
-    meta_path.write_text(json.dumps(meta))  # last: a crash before it means "rewrite"
-    return paths
+# writes train.csv / validation.csv / test.csv into a folder, once per seed and sizes
+ensure_text_dataset = SeededDataset(
+    SPLIT_FILES,
+    GENERATOR_VERSION,
+    generate_split,
+    partial(csv_text, ("text", "label")),
+    sizes=(3000, 500, 500),
+)
