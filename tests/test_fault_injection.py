@@ -24,7 +24,7 @@ import pytest
 import torch
 from tests.conftest import TINY, compose_config, run_cli_many
 
-from loralab.callbacks.run_config import BASE_KEY, CONFIG_KEY
+from loralab.keys import BASE_KEY, CONFIG_KEY
 from loralab.models import TransformerEncoderClassifier, save_backbone
 from loralab.run.resolvers import project_root
 from loralab.train import train

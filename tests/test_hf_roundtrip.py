@@ -79,7 +79,7 @@ def test_a_gpt2_classification_run_adapts_c_attn_and_wte_and_trains_its_score_he
 def test_merge_writes_a_folder_from_pretrained_and_pipeline_load_with_the_runs_outputs(
     gpt2_run, tmp_path
 ):
-    from loralab.measure.merge_diff import MERGE_DIFF
+    from loralab.keys import MERGE_DIFF
     from loralab.merge import merge
 
     output = tmp_path / "merged"

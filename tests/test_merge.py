@@ -58,7 +58,7 @@ def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_merge_tool_writes_a_backbone_the_plain_class_loads(lora_checkpoint, tmp_path, capsys):
-    from loralab.measure.merge_diff import MERGE_DIFF as METRIC
+    from loralab.keys import MERGE_DIFF as METRIC
     from loralab.merge import merge
     from loralab.run.builder import load_run
 

@@ -10,7 +10,7 @@ from tests.conftest import TINY, compose_config
 
 from loralab.errors import MissingFileError
 from loralab.lora import apply_adapter, count_parameters
-from loralab.measure.probe import MIN_ROUNDS, Schedule, probe, run_config, timed_rounds
+from loralab.report.probe import MIN_ROUNDS, Schedule, probe, run_config, timed_rounds
 
 
 def test_contenders_take_turns_round_by_round():
@@ -79,3 +79,25 @@ def compose_model(cfg):  # noqa: ANN001, ANN201 - a DictConfig in, a module out
 def test_a_run_folder_without_a_checkpoint_or_config_cannot_be_rebuilt(tmp_path: Path):
     with pytest.raises(MissingFileError, match="holds no checkpoint and no .hydra/config.yaml"):
         run_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("32-true", "float32"), ("bf16-mixed", "bfloat16")]
+)
+def test_the_probe_times_the_step_at_the_runs_precision(tmp_path, precision, dtype):
+    """A run trained with trainer.precision=bf16-mixed is timed with bfloat16 matmuls, as it
+    trained, not in float32."""
+    import torch
+
+    from loralab.report.probe import TrainingStep
+    from loralab.run.builder import build_run
+
+    cfg = compose_config(
+        "train", [*TINY, "model.checkpoint=null", f"trainer.precision={precision}"], tmp_path
+    )
+    step = TrainingStep(build_run(cfg), torch.device("cpu"))
+    seen: list[torch.dtype] = []
+    linear = next(m for m in step.task.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    step()
+    assert seen and {str(d).removeprefix("torch.") for d in seen} == {dtype}

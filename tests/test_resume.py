@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from tests.conftest import compose_config, run_cli
 from torch import nn
 
-from loralab.callbacks.run_config import WALL_TIME_KEY, EmbedRunConfig
+from loralab.callbacks.run_config import EmbedRunConfig
 from loralab.errors import ConfigError
+from loralab.keys import WALL_TIME_KEY
 from loralab.run.cli import run_guarded
 from loralab.run.resolvers import project_root
 from loralab.run.resume import check_resume_config, resolve_ckpt_path

@@ -1,10 +1,12 @@
-"""Every private Lightning, Hydra and torch API loralab relies on, in one module.
+"""Every private Lightning, Hydra, torch and `datasets` API loralab relies on, in one module.
 
 Private names (a leading underscore, `hydra._internal`) can move in any release. loralab
 needs a few of them: there is no public way to reuse Lightning's per-device process launcher,
-to write a checkpoint under a temporary name, to load a loader's saved position late, or to
-mark a finished Hydra job as failed. Each one is reached through this module only, and
-`tests/test_compat.py` fails loudly, naming the API, when a pinned upgrade moves one.
+to write a checkpoint under a temporary name, to load a loader's saved position late, to mark
+a finished Hydra job as failed, to key a cache by a dataset's fingerprint, or to add to a
+TensorBoard run's open event file. Each one is reached through this module only, and
+`tests/test_compat.py` fails loudly, naming the API, when a pinned upgrade moves one. A leaf:
+it imports nothing of loralab, so every layer (and the Hydra plugins) may use it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ PRIVATE_ATTRIBUTES: list[tuple[type, str]] = [
     (DDPStrategy, "_launcher"),
     (FSDPStrategy, "_launcher"),
     (JobReturn, "_return_value"),
+    # and datasets.Dataset._fingerprint (an instance attribute; tests/test_compat.py checks it)
 ]
 
 
@@ -117,6 +120,18 @@ def compile_errors() -> tuple[type[BaseException], ...]:
     return (TorchDynamoException,)
 
 
+def dataset_fingerprint(dataset: Any) -> str:
+    """The hash `datasets` keeps of a Dataset's content and history (no public accessor), so
+    a cache derived from it changes exactly when the data does."""
+    return dataset._fingerprint
+
+
+def tensorboard_file_writer(writer: Any) -> Any:
+    """The event-file writer of a SummaryWriter, reopened if closed (`add_hparams` would start
+    another run folder instead)."""
+    return writer._get_file_writer()
+
+
 def datamodule_state_key(datamodule: L.LightningDataModule) -> str:
     """The checkpoint key under which Lightning saves a data module's `state_dict()`."""
     return type(datamodule).__qualname__
@@ -139,6 +154,10 @@ def missing_private_apis() -> list[str]:
         compile_errors()
     except ImportError:
         missing.append("torch._dynamo.exc.TorchDynamoException")
+    from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and rarely needed
+
+    if not callable(getattr(SummaryWriter, "_get_file_writer", None)):
+        missing.append("torch.utils.tensorboard.SummaryWriter._get_file_writer")
     distributed = importlib.import_module("lightning.pytorch.overrides.distributed")
     if not callable(getattr(distributed, "_sync_module_states", None)):
         missing.append("lightning.pytorch.overrides.distributed._sync_module_states")

@@ -3,7 +3,9 @@
 A run can be killed at any moment (SIGKILL, out of memory, a preempted node). Every file
 loralab writes therefore goes to a hidden temporary name in the same folder first and then
 replaces its target in one `os.replace`, so a reader sees the old file or the new one, never
-a truncated mix. A leaf module: it imports nothing of loralab.
+a truncated mix. A folder (a `from_pretrained` folder, a converted model) is written the same
+way: into a hidden sibling folder that is renamed into place whole (`atomic_dir`). A leaf
+module: it imports nothing of loralab.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 # the safetensors header key holding loralab's JSON metadata (settings, provenance)
 METADATA_KEY = "loralab"
+# the mark of a folder being written: .<folder>.partial-<random>-<pid>
+PARTIAL_MARK = ".partial-"
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -37,6 +42,57 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(folder: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Write a folder's files into the yielded hidden sibling folder; when the block ends it
+    takes `folder`'s place whole, and on failure it goes, so no reader sees half a folder.
+
+    `replace=False` never removes an existing `folder`: if one appeared while this copy was
+    written (a concurrent writer won the race), this copy is dropped and FileExistsError
+    raised. Leftovers of writers that were killed (their process is gone) are removed first.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(folder)
+    tmp = folder.with_name(f".{folder.name}{PARTIAL_MARK}{secrets.token_hex(3)}-{os.getpid()}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if replace:
+            if folder.is_dir():  # the caller allowed replacing it (overwrite=true)
+                shutil.rmtree(folder)
+            elif folder.exists():
+                folder.unlink()
+            os.replace(tmp, folder)
+        else:
+            try:
+                tmp.rename(folder)  # atomic: the folder is there whole or not at all
+            except OSError as error:
+                if folder.exists():
+                    raise FileExistsError(f"{folder} was written meanwhile") from error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_dead_partials(folder: Path) -> None:
+    """Folders that killed writers of `folder` left (their process is gone); live ones stay."""
+    for partial in folder.parent.glob(f".{folder.name}{PARTIAL_MARK}*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -29,8 +29,9 @@ from torch import nn
 
 from loralab.errors import ConfigError
 from loralab.io import to_plain, write_json
+from loralab.keys import MERGE_DIFF
 from loralab.lora import lora_layers, merge_and_unwrap
-from loralab.measure.merge_diff import MERGE_DIFF, output_diff
+from loralab.measure.merge_diff import output_diff
 from loralab.models import load_backbone, save_backbone
 from loralab.models.hf import is_hf_model
 from loralab.models.hf_folder import load_pretrained_folder, write_pretrained_folder

@@ -17,11 +17,14 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from loralab.callbacks import EmbedRunConfig, ResourceMonitor
-from loralab.callbacks.source_eval import SOURCE_PREFIX
 from loralab.io import file_size, to_plain
+from loralab.keys import SOURCE_PREFIX
 from loralab.lora import (
     base_weight_bytes,
     count_parameters,
@@ -34,7 +37,6 @@ from loralab.models.backbone import check_backbone_target
 from loralab.run.builder import Run, build_run
 from loralab.run.cli import hydra_choice, hydra_entry, in_multirun
 from loralab.run.compiled import compile_model
-from loralab.run.components import instantiate_callbacks, instantiate_loggers
 from loralab.run.folder import check_fresh_folder
 from loralab.run.resume import resume_checkpoint
 from loralab.run.summary import ADAPTER_FILE, COMPLETED, RunSummary, adapter_fields
@@ -57,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("compile"):
         compile_model(run.model, **cfg.compile_options)
 
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), loggers)
     base = run.base.to_dict() if run.base is not None else None
     record = EmbedRunConfig(to_plain(cfg), base, started)  # also times all parts of the run
@@ -86,6 +88,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log_final_hparams(trainer, cfg, metrics)
         log.info("final metrics: %s", {k: float(f"{v:.4g}") for k, v in sorted(metrics.items())})
     return metrics
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Every entry of a `name: {_target_: ...}` group; entries set to null are switched off."""
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(node) for node in cfg.values() if node and "_target_" in node]
+
+
+def instantiate_callbacks(cfg: DictConfig | None, loggers: list[Logger]) -> list[Callback]:
+    """The callbacks of the config; without loggers (logger=[]), the ones that need one drop out."""
+    callbacks = instantiate_group(cfg)
+    if not loggers:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
 
 
 def claim_backbone_file(cfg: DictConfig) -> None:

@@ -29,8 +29,8 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from joblib import Parallel, delayed
 from omegaconf import OmegaConf, open_dict
 
+from loralab import compat
 from loralab.io import to_plain
-from loralab.run import compat
 from loralab.run.cli import completed_summary_in
 from loralab.run.summary import RunSummary
 

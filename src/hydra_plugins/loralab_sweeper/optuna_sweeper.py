@@ -21,7 +21,7 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
-from loralab.run import compat
+from loralab import compat
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
-from loralab.run.compat import basic_sweeper
+from loralab.compat import basic_sweeper
 
 BasicSweeper = basic_sweeper()
 

@@ -1,9 +1,7 @@
 """Lightning callbacks: measurement and checks that stay out of the task modules."""
 
-from loralab.callbacks.atomic_checkpoint import AtomicModelCheckpoint
-from loralab.callbacks.data_position import RestoreDataPosition
-from loralab.callbacks.merge_check import MergeCheck
-from loralab.callbacks.nonfinite import NonFiniteLossError, NonFiniteLossGuard
+from loralab.callbacks.checkpointing import AtomicModelCheckpoint, RestoreDataPosition
+from loralab.callbacks.checks import MergeCheck, NonFiniteLossError, NonFiniteLossGuard
 from loralab.callbacks.resources import ResourceMonitor
 from loralab.callbacks.run_config import EmbedRunConfig
 from loralab.callbacks.source_eval import SourceEvaluation

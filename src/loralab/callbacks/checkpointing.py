@@ -1,4 +1,5 @@
-"""Checkpoints that a kill can never leave half-written."""
+"""Checkpoints a run resumes from exactly: a kill never leaves one half-written, and a resumed
+run's training loader gets its saved position back."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from loralab import compat
 from loralab.io import temporary_path
-from loralab.run import compat
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -41,3 +42,20 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier("AtomicModelCheckpoint")
         # the parent recorded the temporary name; the file now lives under its real one
         compat.record_saved_checkpoint(self, filepath)
+
+
+class RestoreDataPosition(L.Callback):
+    """Makes Lightning load the checkpointed state of a resumable training loader.
+
+    Lightning restores a loader's `state_dict` only when it builds the loader after the
+    checkpoint is read. A task whose `configure_optimizers` asks for
+    `trainer.estimated_stepping_batches` (our warmup + cosine schedule does) makes Lightning
+    build the loader earlier, and the saved position is then silently dropped: a run resumed
+    mid-epoch would restart the epoch's data from its first batch. Loaders such as
+    `loralab.data.ResumableDataLoader` start iterating lazily, at the first batch, so loading
+    the state at `on_train_start` is still in time.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a no-op unless the fit loop is restarting and holds loader states not yet loaded
+        compat.load_saved_loader_states(trainer)

@@ -1,12 +1,20 @@
-"""Stop a run the moment training diverges, before a NaN reaches the weights or a checkpoint."""
+"""Checks that a run is sound: it stops the moment training diverges, before a NaN reaches the
+weights or a checkpoint, and after fit it proves that merging the adapters changes nothing."""
 
 from __future__ import annotations
+
+import logging
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from loralab.errors import ConfigError
+from loralab.keys import MERGE_DIFF
+from loralab.lora import lora_layers
+from loralab.measure.merge_diff import max_merge_diff
+
+log = logging.getLogger(__name__)
 
 FIX = "lower adapter.lr, keep trainer.gradient_clip_val set, or try trainer.precision=32-true"
 
@@ -66,3 +74,19 @@ class NonFiniteLossGuard(L.Callback):
         self._stop_if(
             trainer, not bool(torch.isfinite(total)), "a trained weight became non-finite"
         )
+
+
+class MergeCheck(L.Callback):
+    """Compares merged and unmerged outputs on one validation batch; no-op without LoRA layers."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not any(True for _ in lora_layers(pl_module)) or trainer.datamodule is None:
+            return
+        batch = next(iter(trainer.datamodule.val_dataloader()))
+        batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        diff = max_merge_diff(pl_module.model, **inputs)
+        log.info("merged vs unmerged outputs on a validation batch: max |diff| = %.3g", diff)
+        trainer.callback_metrics[MERGE_DIFF] = torch.tensor(diff)
+        for logger in trainer.loggers:
+            logger.log_metrics({MERGE_DIFF: diff}, step=trainer.global_step)

@@ -1,12 +1,5 @@
-"""What each checkpoint carries about its run, so a later process can rebuild and trust it.
-
-- the resolved run config (`CONFIG_KEY`): `loralab.eval`, merge and generate rebuild the run
-  from it, and a resume compares it with the resuming config;
-- the identity of the base the adapter trains on (`BASE_KEY`, a `BaseIdentity` as plain
-  values): an adapter-only checkpoint is refused on another base;
-- the wall time the run has taken up to this checkpoint (`WALL_TIME_KEY`), so a resumed run
-  reports the time of all its parts.
-"""
+"""Every checkpoint carries its run's config, base identity and wall time so far, so a later
+process can rebuild the run and trust it (the keys and what reads them: `loralab.keys`)."""
 
 from __future__ import annotations
 
@@ -16,9 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
-CONFIG_KEY = "loralab_config"
-BASE_KEY = "loralab_base"
-WALL_TIME_KEY = "loralab_wall_time_s"
+from loralab.keys import BASE_KEY, CONFIG_KEY, WALL_TIME_KEY
 
 
 class EmbedRunConfig(L.Callback):

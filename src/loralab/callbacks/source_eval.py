@@ -32,13 +32,11 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from loralab.errors import ConfigError
-from loralab.tasks.language_modeling import IGNORE_INDEX
+from loralab.keys import SOURCE_PREFIX, START
+from loralab.tasks.language_modeling import IGNORE_INDEX, run_precision
 
 log = logging.getLogger(__name__)
 
-# the metrics' names: source/<acc|ppl>, and <name>_start for the value before the first step
-SOURCE_PREFIX = "source/"
-START = "_start"
 # exp of a mean loss above this is "diverged", not a number worth printing
 MAX_LOG_PPL = 50.0
 
@@ -130,7 +128,9 @@ def evaluate(task: L.LightningModule, loader: Iterable[dict[str, Tensor]]) -> tu
     try:
         for batch in loader:
             batch = task.transfer_batch_to_device(batch, task.device, 0)
-            logits, labels = task(batch), batch["labels"]
+            with run_precision(task):  # before and after training at the run's precision
+                logits = task(batch)
+            labels = batch["labels"]
             if labels.dim() == 1:
                 correct += int((logits.argmax(dim=-1) == labels).sum())
                 total += labels.numel()

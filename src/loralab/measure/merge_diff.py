@@ -10,9 +10,6 @@ from torch import nn
 from loralab.lora import lora_layers, merge_lora, unmerge_lora
 from loralab.models.outputs import logits_of
 
-# the metric name under which runs (callbacks.MergeCheck) and `loralab.merge` report it
-MERGE_DIFF = "merge/max_abs_diff"
-
 
 @torch.no_grad()
 def max_merge_diff(model: nn.Module, *inputs: Any, **kwargs: Any) -> float:

@@ -35,7 +35,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from loralab.errors import ConfigError, MissingFileError, UserError
-from loralab.io import atomic_path
+from loralab.io import PARTIAL_MARK as PARTIAL_MARK  # what a killed conversion leaves
+from loralab.io import atomic_dir, atomic_path
 from loralab.packaged import packaged_file
 
 log = logging.getLogger(__name__)
 
 # what a finished folder holds; a folder missing one of these was not written by us
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-PARTIAL_MARK = ".partial-"
 # GGUF-specific or stale entries of a loaded config that a plain folder must not carry
 DROPPED_CONFIG_KEYS = ("quantization_config", "transformers_version", "architectures")
 BLOCK = 1 << 20  # bytes read at a time while joining and hashing
@@ -192,24 +191,6 @@ def plain_copy(model: Any) -> Any:
     return plain.eval()
 
 
-def _remove_stale_partials(out_dir: Path) -> None:
-    """Folders left by killed conversions (their process is gone); live ones are kept."""
-    for partial in out_dir.parent.glob(f".{out_dir.name}{PARTIAL_MARK}*"):
-        pid = partial.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def load_gguf(gguf_file: Path) -> tuple[Any, Any]:
     """The model (dequantized to float32) and tokenizer of a GGUF file, as transformers reads it."""
     if importlib.util.find_spec("gguf") is None:
@@ -245,26 +226,18 @@ def convert_gguf(source: str | os.PathLike | PackagedGGUF, out_dir: str | os.Pat
             f"{out_dir} exists but lacks {', '.join(missing)}, so it is no finished conversion; "
             "delete that folder and run again to convert the model afresh."
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(out_dir)
-    partial = out_dir.with_name(f".{out_dir.name}{PARTIAL_MARK}{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
     name = source.filename if isinstance(source, PackagedGGUF) else Path(source).name
     log.info("converting %s into %s (once)", name, out_dir)
     try:
-        partial.mkdir()
-        with _opened(source, partial) as gguf_file:
-            model, tokenizer = load_gguf(gguf_file)
-        plain_copy(model).save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        try:
-            partial.rename(out_dir)  # atomic: the folder is there whole or not at all
-        except OSError:
-            if not is_converted(out_dir):  # not a concurrent conversion that won the race
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        with atomic_dir(out_dir, replace=False) as partial:
+            with _opened(source, partial) as gguf_file:
+                model, tokenizer = load_gguf(gguf_file)
+            plain_copy(model).save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+    except FileExistsError:
+        if not is_converted(out_dir):  # not a concurrent conversion that won the race
+            raise
     log.info("converted in %.0f s", time.perf_counter() - started)
     return out_dir
 

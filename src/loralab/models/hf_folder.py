@@ -12,32 +12,14 @@ write never leaves half a model behind.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from loralab.io import atomic_dir
 from loralab.models.hf import HF_TASKS, label_config
-
-
-@contextmanager
-def atomic_folder(folder: Path) -> Iterator[Path]:
-    """A temporary sibling folder to write into; it replaces `folder` once the block ends."""
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if folder.is_dir():  # the caller allowed replacing it (overwrite=true)
-            shutil.rmtree(folder)
-        elif folder.exists():
-            folder.unlink()
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_pretrained_folder(
@@ -55,7 +37,7 @@ def write_pretrained_folder(
             setattr(config, key, value)
     else:
         config.use_cache = True  # training turned the cache off; generation wants it
-    with atomic_folder(folder) as tmp:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(tmp)

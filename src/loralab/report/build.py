@@ -49,7 +49,7 @@ DIFFERENCE_NOTE = (
 )
 SPEED_NOTE = (
     "The *probe* columns come from a short interleaved probe run after the sweep "
-    "(`loralab.measure.probe`): each point's run is rebuilt from its stored config and its "
+    "(`loralab.report.probe`): each point's run is rebuilt from its stored config and its "
     "training step (forward, backward, optimizer step on one batch) is timed in turns with "
     "every other point's, {rounds} rounds of {steps} steps (as many as fit the probe's time "
     "budget), in one process, so machine load hits every point alike. *Step* is the fastest "

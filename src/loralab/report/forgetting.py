@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loralab.callbacks.source_eval import SOURCE_PREFIX, START
+from loralab.keys import SOURCE_PREFIX, START
 from loralab.report.collect import SweepRun
 from loralab.report.compare import Comparison, compare, reference_point
 from loralab.report.numbers import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from loralab.callbacks.source_eval import START
+from loralab.keys import START
 from loralab.report.compare import Comparison
 from loralab.report.forgetting import Forgetting
 from loralab.report.markdown import fmt_bytes, fmt_count, fmt_percent, fmt_plain, fmt_targets, table

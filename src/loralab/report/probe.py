@@ -26,6 +26,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,18 @@ def probe_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
+# trainer.precision values that train under autocast, and its dtype (Lightning's meaning)
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def run_autocast(cfg: DictConfig, device: torch.device) -> AbstractContextManager[Any]:
+    """The autocast the run trained under (trainer.precision=bf16-mixed: bfloat16 matmuls),
+    so the probe times the step the run took; none for 32-true."""
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
+    dtype = AUTOCAST.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
 class TrainingStep:
     """One optimizer step of a built run on one fixed batch of its training data."""
 
@@ -113,13 +126,14 @@ class TrainingStep:
         self.task.train()
         self.batch = self.task.transfer_batch_to_device(batch, device, 0)
         self.device = device
+        self.cfg = run.cfg
         # the run's own optimizer (AdamW, fused or not, parameter groups); no schedule needed
         self.optimizer = scaled_optimizer(
             self.task.optimizer_factory, trainable_parameters(self.task)
         )
 
     def loss(self, task: torch.nn.Module) -> torch.Tensor:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), run_autocast(self.cfg, self.device):
             # training_step logs through self.log, which needs a Trainer; without one it warns
             warnings.simplefilter("ignore")
             return task.training_step(self.batch, 0)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loralab.io import read_json, write_json
-from loralab.measure.probe import (
+from loralab.report.collect import SweepRun
+from loralab.report.points import Point
+from loralab.report.probe import (
     ROUNDS,
     STEPS_PER_ROUND,
     Schedule,
@@ -22,8 +24,6 @@ from loralab.measure.probe import (
     probe,
     run_config,
 )
-from loralab.report.collect import SweepRun
-from loralab.report.points import Point
 
 log = logging.getLogger(__name__)
 

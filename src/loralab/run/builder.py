@@ -24,12 +24,12 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from loralab.callbacks.run_config import BASE_KEY, CONFIG_KEY
+from loralab import compat
 from loralab.errors import ConfigError, MissingFileError
+from loralab.keys import BASE_KEY, CONFIG_KEY
 from loralab.lora import AdapterReport, apply_adapter
 from loralab.lora.identity import BaseIdentity, base_identity, check_same_base
 from loralab.lora.variants import FULL
-from loralab.run import compat
 from loralab.run.checks import check_run_config
 
 log = logging.getLogger(__name__)

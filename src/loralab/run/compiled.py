@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from loralab.compat import compile_errors
 from loralab.errors import ConfigError
-from loralab.run.compat import compile_errors
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from omegaconf import DictConfig
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
+from loralab import compat
 from loralab.errors import ConfigError
-from loralab.run import compat
 
 
 def entry_module() -> str:

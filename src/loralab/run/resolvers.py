@@ -11,19 +11,23 @@ package, found without importing it; a missing package fails naming <key>),
 `${scratch_vocab_size:<model source>,<size>}` (<size> for a backbone built from scratch, null
 for a Hugging Face model, whose embedding already fits its own tokenizer),
 `${tokenizer_beside:${save_backbone}}` (where a backbone file's tokenizer goes; null when no
-backbone is saved) and `${run_name:${adapter}}` (see `loralab.run.names`). Importing this
-module registers them.
+backbone is saved) and `${run_name:${adapter}}` (a name that says what the run is: `full`,
+`lora_r8_a16_qv`, `qlora-nf4_r8_a16_qv`). Importing this module registers them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
 CONFIG_DIR_NAME = "configs"
+ALL_LINEAR_TAG = "all"
 
 
 def project_root() -> str:
@@ -90,15 +94,44 @@ def tokenizer_beside(backbone_path: str | None) -> str | None:
     A pretraining run's vocabulary is written exactly when its backbone is, so a debug run
     (save_backbone: null) or a refused overwrite leaves the existing pair as it was.
     """
-    from loralab.data.tokenizer import tokenizer_path_for
+    from loralab.data.char_tokenizer import tokenizer_path_for
 
     return str(tokenizer_path_for(backbone_path)) if backbone_path else None
 
 
-def run_name(adapter) -> str:  # noqa: ANN001 - a DictConfig node
-    from loralab.run.names import run_name as name_of
+def short_target(pattern: str) -> str:
+    """q_proj -> q, layers.0.attn.v_proj -> v, query -> q, all-linear -> all, c_attn -> cattn.
 
-    return name_of(adapter)
+    The projection table says which names are one projection (`query` and `q_proj` are `q`).
+    """
+    from loralab.models.projections import canonical_projection
+
+    if pattern == "all-linear":
+        return ALL_LINEAR_TAG
+    projection = canonical_projection(pattern.removeprefix("re:"))
+    if projection in ("q", "k", "v", "o"):
+        return projection
+    last = re.split(r"[.:]", pattern)[-1]
+    return re.sub(r"[^A-Za-z0-9]", "", re.sub(r"_?proj$", "", last)) or "x"
+
+
+def run_name(adapter: Mapping[str, Any]) -> str:
+    """`${run_name:${adapter}}`: the method (the tag its variant declares in the registry),
+    then rank, alpha and targets for an adapter run (`full` has none)."""
+    from loralab.lora.variants import method_name
+
+    name = method_name(adapter)
+    if "rank" not in adapter:
+        return name
+    targets = adapter.get("targets") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    parts = [short_target(str(t)) for t in targets]
+    letters = "".join(p for p in parts if len(p) == 1)
+    words = [p for p in parts if len(p) > 1]
+    target_tag = "-".join(([letters] if letters else []) + words)
+    alpha = adapter.get("alpha")
+    alpha_tag = f"{alpha:g}" if isinstance(alpha, int | float) else str(alpha)
+    return f"{name}_r{adapter.get('rank')}_a{alpha_tag}_{target_tag}"
 
 
 def register_resolvers() -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from loralab.callbacks.run_config import CONFIG_KEY
 from loralab.errors import ConfigError, MissingFileError
 from loralab.io import to_plain
+from loralab.keys import CONFIG_KEY
 from loralab.run.builder import read_checkpoint
 
 # config groups that decide what is trained; resuming under other values would continue a

@@ -34,8 +34,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
+from loralab import compat
 from loralab.errors import ConfigError
-from loralab.run import compat
 from loralab.run.distributed import HydraDDPStrategy
 
 BLOCKS_KEY = "trainer.strategy.block_classes"

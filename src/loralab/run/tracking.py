@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from loralab import compat
 from loralab.lora import count_parameters
 
 # the config keys that tell runs apart in TensorBoard's HPARAMS tab: single keys, and groups
@@ -79,7 +80,7 @@ def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, fl
             logger.hparams.update(params)  # hparams.yaml beside the events
             # the writer Lightning's own log_hyperparams uses: fit and test closed it, and
             # this reopens it (SummaryWriter's add_hparams would open another run folder)
-            writer = logger.experiment._get_file_writer()
+            writer = compat.tensorboard_file_writer(logger.experiment)
             for summary in hparams(params, dict(metrics)):
                 writer.add_summary(summary, trainer.global_step)
             logger.finalize("success")

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from loralab.tasks.adapter_blind import AdapterBlindTask, OptimizerFactory
+from loralab.tasks.base import AdapterBlindTask, OptimizerFactory
 
 
 class ClassificationTask(AdapterBlindTask):
