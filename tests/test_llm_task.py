@@ -183,3 +183,75 @@ def test_gpt2_with_the_plain_template_trains_and_is_scored(tmp_path, train_cfg):
     )
     metrics = train(cfg)
     assert 0.0 <= metrics["test/exact_match"] <= 1.0 and metrics["test/loss"] > 0
+
+
+@pytest.mark.parametrize("family", ["llama", "tiny_gpt"])
+def test_the_head_scores_only_counted_positions_and_loss_and_gradients_are_unchanged(
+    tiny_llama, family
+):
+    """The output head reads only the labelled rows: the same loss and the same gradients
+    (tied head/embedding included) as scoring every position and ignoring the prompt's."""
+    import torch.nn.functional as F
+
+    from loralab.models.gpt import TinyGPT
+    from loralab.tasks.language_modeling import IGNORE_INDEX, LanguageModelingTask, head_on_rows
+
+    torch.manual_seed(0)
+    if family == "llama":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama).float()
+    else:
+        model = TinyGPT(vocab_size=50, d_model=32, n_heads=2, n_layers=2, d_ff=64)
+    vocab = model.get_output_embeddings().weight.shape[0] if family == "llama" else 50
+    ids = torch.randint(0, vocab, (3, 9))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 5:8], labels[1, 2:4], labels[2, 8] = ids[0, 6:9], ids[1, 3:5], 7
+    batch = {"input_ids": ids, "labels": labels}
+    task = LanguageModelingTask(model, optimizer=torch.optim.SGD)
+
+    head_rows = []
+    head = model.get_output_embeddings() if family == "llama" else model.lm_head
+    hook = head.register_forward_hook(lambda m, a, out: head_rows.append(out.shape))
+    loss, n = task.token_loss(batch)
+    hook.remove()
+    assert head_rows == [torch.Size([6, vocab])] and n == 6
+    loss.backward()
+    fast = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+
+    logits = task(batch)  # every position scored: the definition
+    assert logits.shape == (3, 9, vocab)
+    full = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    full.backward()
+    assert torch.allclose(loss, full, atol=1e-6)
+    for name, param in model.named_parameters():
+        assert torch.allclose(fast[name], param.grad, atol=1e-6), name
+
+    # every position counts (packed text): nothing to cut, the head sees the whole batch
+    with head_on_rows(model, torch.ones_like(ids, dtype=torch.bool)):
+        assert task(batch).shape == (3, 9, vocab)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("32-true", torch.float32), ("bf16-mixed", torch.bfloat16)]
+)
+def test_evaluations_outside_the_steps_run_at_the_trainers_precision(tiny_llama, precision, dtype):
+    """val/loss_start and the source's perplexity run outside Lightning's steps: they take the
+    trainer's autocast, so a before and an after number are computed alike."""
+    import lightning as L
+    from transformers import AutoModelForCausalLM
+
+    from loralab.callbacks.source_eval import evaluate
+    from loralab.tasks.language_modeling import LanguageModelingTask
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).float()
+    task = LanguageModelingTask(model, optimizer=torch.optim.SGD)
+    task.trainer = L.Trainer(precision=precision, accelerator="cpu", logger=False)
+    seen: list[torch.dtype] = []
+    layer = model.get_output_embeddings()
+    layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    ids = torch.randint(0, 32, (2, 6))
+    loader = [{"input_ids": ids, "labels": ids}]
+    assert task.mean_loss(loader) > 0 and evaluate(task, loader)[0] == "ppl"
+    assert seen == [dtype, dtype]

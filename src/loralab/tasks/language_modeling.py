@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from loralab.tasks.across_ranks import score_across_ranks, token_share
-from loralab.tasks.adapter_blind import AdapterBlindTask, OptimizerFactory
+from loralab.tasks.base import AdapterBlindTask, OptimizerFactory
 from loralab.tasks.exact_match import log_answers
 
 log = logging.getLogger(__name__)
@@ -58,12 +60,23 @@ class LanguageModelingTask(AdapterBlindTask):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
     def token_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
-        """Mean cross-entropy over the batch's predicted tokens, and how many there were."""
-        logits, labels = self(batch), batch["labels"]
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
-        )
-        return loss, int((labels != IGNORE_INDEX).sum())
+        """Mean cross-entropy over the batch's predicted tokens, and how many there were.
+
+        The output head scores only the positions whose label counts (an instruction's
+        answer, not its prompt or padding): with a 49k-token vocabulary the head is a fifth of
+        a small LLM's arithmetic, and most positions of a prompt-masked batch have no label.
+        """
+        labels = batch["labels"]
+        counted = labels != IGNORE_INDEX
+        with head_on_rows(self.model, counted):
+            logits = self(batch)
+        if logits.dim() == 2:  # [N, V]: the head saw the counted rows only
+            loss = F.cross_entropy(logits.float(), labels[counted])
+        else:  # a model without a known head: every position was scored
+            loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+            )
+        return loss, int(counted.sum())
 
     def on_train_start(self) -> None:
         if self.log_start_ppl and self.trainer.datamodule is not None:
@@ -78,10 +91,11 @@ class LanguageModelingTask(AdapterBlindTask):
         self.eval()
         total, count = 0.0, 0
         try:
-            for batch in loader:
-                batch = self.transfer_batch_to_device(batch, self.device, 0)
-                loss, n = self.token_loss(batch)
-                total, count = total + float(loss) * n, count + n
+            with run_precision(self):
+                for batch in loader:
+                    batch = self.transfer_batch_to_device(batch, self.device, 0)
+                    loss, n = self.token_loss(batch)
+                    total, count = total + float(loss) * n, count + n
         finally:
             self.train(was_training)
         return total / max(count, 1)
@@ -119,9 +133,10 @@ class LanguageModelingTask(AdapterBlindTask):
         if examples is None or len(examples) == 0 or limit == 0:
             return
         # once over the whole set: under DDP/FSDP each rank answers a share, all ranks score all
-        score = score_across_ranks(
-            self.model, examples.head(limit), self.max_new_tokens, self.generation_batch_size
-        )
+        with run_precision(self):
+            score = score_across_ranks(
+                self.model, examples.head(limit), self.max_new_tokens, self.generation_batch_size
+            )
         self.log(f"{split}/exact_match", score.exact_match)
         for group, value in score.by_group.items():
             self.log(f"{split}/exact_match/{group}", value)
@@ -147,6 +162,52 @@ class LanguageModelingTask(AdapterBlindTask):
         datamodule = getattr(self.trainer, "datamodule", None)
         generation_set = getattr(datamodule, "generation_set", None)
         return generation_set(split) if callable(generation_set) else None
+
+
+def run_precision(task: L.LightningModule) -> AbstractContextManager[None]:
+    """The trainer's autocast (bf16-mixed: bfloat16 matmuls), for evaluations that run outside
+    Lightning's steps (val/loss_start, exact match, the source's perplexity), so that a number
+    measured before training and one measured after it are computed alike, at the speed the
+    steps run; nothing outside a trainer."""
+    try:
+        plugin = task.trainer.precision_plugin
+    except RuntimeError:  # not attached to a trainer
+        return nullcontext()
+    return plugin.forward_context()
+
+
+def output_head(model: nn.Module) -> nn.Module | None:
+    """The module that turns hidden states into vocabulary logits, if the model names one:
+    a Hugging Face model's `get_output_embeddings()`, else an `lm_head` (TinyGPT)."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else getattr(model, "lm_head", None)
+    return head if isinstance(head, nn.Module) else None
+
+
+@contextmanager
+def head_on_rows(model: nn.Module, rows: Tensor) -> Iterator[None]:
+    """While inside, the output head reads only the hidden states at `rows` ([B, T] bools),
+    so the model returns logits [N, V] for those N positions instead of [B, T, V].
+
+    A head whose input is not [B, T, hidden] (or a model without a known head) is left as it
+    is, and the model's logits keep their full shape.
+    """
+    head = output_head(model)
+    if head is None or bool(rows.all()):
+        yield
+        return
+
+    def select(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        hidden = args[0] if args else None
+        if not isinstance(hidden, Tensor) or hidden.shape[:-1] != rows.shape:
+            return None
+        return (hidden[rows], *args[1:])
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def perplexity(mean_loss: Tensor) -> Tensor:
