@@ -8,11 +8,17 @@ per phase, the operators by self CPU time with their share of the phase's total:
     python scripts/profile_llm.py                    # the converted SmolLM2 (or its shape)
     python scripts/profile_llm.py --adapter qlora    # NF4 base: what dequantization costs
     python scripts/profile_llm.py --tiny             # a 2-layer Llama, for a quick look
+    python scripts/profile_llm.py --bf16 --answer-tokens 8   # as `make llm` trains now
+
+--answer-tokens N gives each row a loss on its last N positions only (an instruction's answer
+after a prompt), and the output head scores those rows only, as loralab's language-modelling
+task does; --bf16 runs both phases under bfloat16 autocast (trainer.precision=bf16-mixed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 
 import torch
@@ -22,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from loralab.lora import apply_adapter
 from loralab.lora.quantized_linear import held_dequantized
+from loralab.tasks.language_modeling import head_on_rows
 
 ADAPTERS = {
     "lora": {"name": "lora", "rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]},
@@ -58,6 +65,9 @@ def main() -> None:
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), default="lora")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer Llama of random weights")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast, both phases")
+    parser.add_argument("--answer-tokens", type=int, default=None,
+                        help="the loss on each row's last N positions only (default: all)")  # fmt: skip
     args = parser.parse_args()
     if args.tiny:
         import bench_llm
@@ -72,23 +82,38 @@ def main() -> None:
     ids = torch.randint(3, vocab, (4, 64), generator=g)
     prompts = torch.randint(3, vocab, (8, 32), generator=g)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    counted = torch.zeros_like(ids, dtype=torch.bool)  # positions whose next token is scored
+    counted[:, -(args.answer_tokens or ids.shape[1]) - 1 : -1] = True
+    targets = ids.roll(-1, dims=1)[counted]
+
+    def autocast():
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+        return bf16 if args.bf16 else contextlib.nullcontext()
 
     def step() -> None:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        logits = model(input_ids=ids).logits
-        F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+        with autocast(), head_on_rows(model, counted):
+            logits = model(input_ids=ids).logits
+        logits = logits if logits.dim() == 2 else logits[counted]
+        F.cross_entropy(logits.float(), targets).backward()
         optimizer.step()
 
     def evaluate() -> None:
         model.eval()
-        with held_dequantized(model), torch.no_grad():
+        with held_dequantized(model), torch.no_grad(), autocast():
             model.generate(
                 input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=16,
                 min_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0,
             )  # fmt: skip
 
+    answers = (
+        f"loss on the last {args.answer_tokens} positions"
+        if args.answer_tokens
+        else "loss everywhere"
+    )
     print(f"SmolLM2-135M's shape ({'tiny' if args.tiny else weights}), {args.adapter}, "
+          f"{'bf16 autocast' if args.bf16 else 'fp32'}, {answers}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     for phase, fn in (("train step (4 x 64)", step), ("evaluation (8 x 32 + 16 new)", evaluate)):
         total, rows = profiled(fn, args.top)
