@@ -54,3 +54,12 @@ def compare(
         scaled = difference.scaled(scale) if difference else None
         out.append(Comparison(point, reference, scaled, higher_is_better))
     return out
+
+
+def by_verdict(
+    comparisons: Sequence[Comparison], words: Sequence[str]
+) -> list[tuple[str, list[Comparison]]]:
+    """The comparisons judged each of `words`, word by word in that order; a word none of them
+    got is left out (the report writes one sentence per group)."""
+    groups = [(word, [c for c in comparisons if c.verdict == word]) for word in words]
+    return [(word, group) for word, group in groups if group]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from loralab.report.compare import Comparison
+from loralab.report.compare import Comparison, by_verdict
 from loralab.report.forgetting import forgetting_sentences
 from loralab.report.numbers import (
     decimals_for,
@@ -77,16 +77,14 @@ def verdict_sentences(comparisons: Sequence[Comparison], quality: Quality) -> li
     unit = "points" if quality.percent else quality.name
     judged = [c for c in comparisons if c.verdict and c.point.is_adapter]
     sentences = []
-    for word in ("better", "worse"):
-        group = [c for c in judged if c.verdict == word]
+    for word, group in by_verdict(judged, ("better", "worse")):
         if len(group) == 1:
-            c = group[0]
             sentences.append(
-                f"{c.point.label} is {word} than full fine-tuning: "
-                f"{fmt_difference(c.difference, quality.percent, unit)} test {quality.name}, "
-                "paired by seed."
+                f"{group[0].point.label} is {word} than full fine-tuning: "
+                f"{fmt_difference(group[0].difference, quality.percent, unit)} test "
+                f"{quality.name}, paired by seed."
             )
-        elif group:
+        else:
             sentences.append(
                 f"{fmt_names([c.point.label for c in group])} are {word} than full "
                 f"fine-tuning, paired by seed (test {quality.name} difference in {unit}: "

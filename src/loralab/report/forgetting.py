@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from loralab.keys import SOURCE_PREFIX, START
 from loralab.report.collect import SweepRun
-from loralab.report.compare import Comparison, compare, reference_point
+from loralab.report.compare import Comparison, by_verdict, compare, reference_point
 from loralab.report.numbers import (
     fmt_change,
     fmt_comparisons,
@@ -136,16 +136,16 @@ def forgetting_sentences(forgetting: Forgetting | None) -> list[str]:
             f"On the source task ({source}), full fine-tuning loses "
             f"{fmt_change(est, metric.percent)} {metric.unit} ({over_seeds(est.n)})."
         )
-    for word, verb in (("better", "less"), ("worse", "more")):
-        group = [c for c in forgetting.comparisons if c.verdict == word]
+    verbs = {"better": "less", "worse": "more"}
+    for word, group in by_verdict(forgetting.comparisons, tuple(verbs)):
+        verb = verbs[word]
         if len(group) == 1:
-            c = group[0]
+            difference = fmt_difference(group[0].difference, metric.percent, metric.unit)
             sentences.append(
-                f"{c.point.label} forgets {verb} than full fine-tuning: its loss minus full "
-                f"fine-tuning's is {fmt_difference(c.difference, metric.percent, metric.unit)}, "
-                "paired by seed."
+                f"{group[0].point.label} forgets {verb} than full fine-tuning: its loss minus "
+                f"full fine-tuning's is {difference}, paired by seed."
             )
-        elif group:
+        else:
             sentences.append(
                 f"{fmt_names([c.point.label for c in group])} forget {verb} than full "
                 f"fine-tuning, paired by seed (loss minus full fine-tuning's, in {metric.unit}: "
