@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from tests.adapter_models import adapter_cfg, pretend_trained, tiny_backbone, token_batch
+from tests.test_memory_planner import tiny_encoder_of
 
 from loralab.lora import (
     AdapterConfigError,
@@ -27,7 +28,6 @@ from loralab.measure.merge_diff import max_merge_diff
 from loralab.measure.planner import Method, Workload, estimate
 from loralab.measure.step import measure_step_memory
 from loralab.memory import PRESETS, llama_shape, main, shape_from_model_config
-from loralab.models import TransformerEncoderClassifier
 from loralab.run.builder import load_run
 from loralab.run.resolvers import run_name
 from loralab.tasks.optim import trainable_parameters
@@ -157,15 +157,7 @@ def test_the_planner_gives_it_fewer_trainable_bytes_and_no_a_inputs() -> None:
 
 def test_the_planner_is_within_25_percent_of_a_measured_lora_fa_step() -> None:
     shape = shape_from_model_config("tiny_encoder", ["model.checkpoint=null"])
-    model = TransformerEncoderClassifier(
-        vocab_size=shape.vocab_size,
-        num_classes=2,
-        d_model=shape.hidden,
-        n_heads=shape.heads,
-        n_layers=shape.layers,
-        d_ff=shape.ffn,
-        max_len=shape.max_positions,
-    )
+    model = tiny_encoder_of(shape)
     cfg = {"name": "lora", "rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]}
     apply_adapter(model, {**cfg, "trainable": ["classifier"], "freeze_a": True})
     b, s = 64, 32

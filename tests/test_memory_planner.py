@@ -65,15 +65,9 @@ def test_targets_accept_the_names_real_models_use():
         canonical_target("nope")
 
 
-def measured_and_estimated(model, shape, loss_fn, workload, method):
-    measured = measure_step_memory(model, loss_fn)
-    return measured, estimate(shape, workload, method)
-
-
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_tiny_encoder_estimate_within_25_percent_of_a_measured_step(method):
-    shape = shape_from_model_config("tiny_encoder", ["model.checkpoint=null"])
-    model = TransformerEncoderClassifier(
+def tiny_encoder_of(shape) -> TransformerEncoderClassifier:
+    """A randomly initialised tiny encoder classifier of the planner's `shape`."""
+    return TransformerEncoderClassifier(
         vocab_size=shape.vocab_size,
         num_classes=2,
         d_model=shape.hidden,
@@ -82,6 +76,17 @@ def test_tiny_encoder_estimate_within_25_percent_of_a_measured_step(method):
         d_ff=shape.ffn,
         max_len=shape.max_positions,
     )
+
+
+def measured_and_estimated(model, shape, loss_fn, workload, method):
+    measured = measure_step_memory(model, loss_fn)
+    return measured, estimate(shape, workload, method)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_tiny_encoder_estimate_within_25_percent_of_a_measured_step(method):
+    shape = shape_from_model_config("tiny_encoder", ["model.checkpoint=null"])
+    model = tiny_encoder_of(shape)
     if method == "lora":
         apply_adapter(model, OmegaConf.create(lora_config(["q_proj", "v_proj"], "classifier")))
     b, s = 64, 32
