@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from tests.conftest import TINY, compose_config, run_cli
 
-from hydra_plugins.loralab_sweeper import optuna_sweeper
+from hydra_plugins.loralab_sweeper import isolated_launcher, optuna_sweeper
 from hydra_plugins.loralab_sweeper.points_sweeper import (
     expand_points,
     repeat_over_seeds,
@@ -280,6 +280,18 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path, pretraine
     )
     runs = summaries(sweep)
     assert [(s["status"], s["rank"]) for s in runs] == [("completed", 1), ("completed", 4)]
+    threads = isolated_launcher.threads_per_job(2)  # 1 on 2 cores
+    for run in ("0", "1"):  # each run process trained with its share of the CPUs
+        assert f"torch threads: {threads}\n" in (sweep / run / "train.log").read_text()
+
+
+def test_threads_per_job_shares_the_cpus_out_among_the_runs(monkeypatch):
+    monkeypatch.setattr(isolated_launcher.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert isolated_launcher.threads_per_job(2) == 2
+    assert isolated_launcher.threads_per_job(3) == 1
+    assert isolated_launcher.threads_per_job(8) == 1
+    assert isolated_launcher.threads_per_job(1) == 4
+    assert isolated_launcher.threads_per_job(-1) == 1  # one run per CPU
 
 
 def test_an_optuna_search_without_a_completed_trial_ends_without_optunas_error(monkeypatch):

@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resume_checkpoint(cfg)  # ckpt_path=last: this run folder's newest last.ckpt
     run = build_run(cfg)
     log.info("%s\n%s", run.report.summary(), format_parameter_table(run.model))
+    log.info("torch threads: %d", torch.get_num_threads())
     if cfg.get("compile"):
         compile_model(run.model, **cfg.compile_options)
 
