@@ -10,8 +10,8 @@ from tests.test_report import classifier, fake_run, section
 
 from loralab.analysis import UpdateRank
 from loralab.report import build_report
-from loralab.report.markdown import energy_table
 from loralab.report.ranks import RankAnalysis, module_kind, write_ranks_csv
+from loralab.report.tables import energy_table
 
 
 def profile(rank90: int, rank99: int, size: int = 64) -> UpdateRank:

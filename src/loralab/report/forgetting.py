@@ -14,14 +14,7 @@ from dataclasses import dataclass
 
 from loralab.keys import SOURCE_PREFIX, START
 from loralab.report.collect import SweepRun
-from loralab.report.compare import Comparison, by_verdict, compare, reference_point
-from loralab.report.numbers import (
-    fmt_change,
-    fmt_comparisons,
-    fmt_difference,
-    fmt_names,
-    over_seeds,
-)
+from loralab.report.compare import Comparison, compare, reference_point
 from loralab.report.points import Point, Value
 from loralab.report.quality import Quality
 
@@ -42,11 +35,6 @@ class SourceMetric:
             return None
         lost = start - after if self.higher_is_better else after - start
         return 100 * lost if self.percent else lost
-
-    def format(self, value: float | None) -> str:
-        if value is None:
-            return "–"
-        return f"{100 * value:.1f}%" if self.percent else f"{value:.3g}"
 
     @property
     def unit(self) -> str:
@@ -120,51 +108,3 @@ def analyse_forgetting(points: Sequence[Point], quality: Quality) -> Forgetting 
         compare(measured, reference, metric.change, higher_is_better=False) if reference else []
     )
     return Forgetting(metric, source, measured, learning(quality, points), comparisons)
-
-
-def forgetting_sentences(forgetting: Forgetting | None) -> list[str]:
-    """How much full fine-tuning and LoRA lost on the source, and which forgot less."""
-    if forgetting is None:
-        return []
-    metric = forgetting.metric
-    source = forgetting.source or metric.key
-    full = next((c.reference for c in forgetting.comparisons), None)
-    sentences = []
-    if full:
-        est = full.estimate(metric.change)
-        sentences.append(
-            f"On the source task ({source}), full fine-tuning loses "
-            f"{fmt_change(est, metric.percent)} {metric.unit} ({over_seeds(est.n)})."
-        )
-    verbs = {"better": "less", "worse": "more"}
-    for word, group in by_verdict(forgetting.comparisons, tuple(verbs)):
-        verb = verbs[word]
-        if len(group) == 1:
-            difference = fmt_difference(group[0].difference, metric.percent, metric.unit)
-            sentences.append(
-                f"{group[0].point.label} forgets {verb} than full fine-tuning: its loss minus "
-                f"full fine-tuning's is {difference}, paired by seed."
-            )
-        else:
-            sentences.append(
-                f"{fmt_names([c.point.label for c in group])} forget {verb} than full "
-                f"fine-tuning, paired by seed (loss minus full fine-tuning's, in {metric.unit}: "
-                f"{fmt_comparisons(group, metric.percent)})."
-            )
-    noise = [c for c in forgetting.comparisons if c.verdict == "within noise"]
-    if noise:
-        sentences.append(
-            f"{fmt_names([c.point.label for c in noise])} "
-            f"{'forgets' if len(noise) == 1 else 'forget'} as much as full fine-tuning within "
-            "noise (each paired 95% CI holds 0)."
-        )
-    if any(c.verdict is None for c in forgetting.comparisons):
-        sentences.append("With one seed the forgetting has no interval; more seeds would tell.")
-    measured = [p for p in forgetting.points if p.estimate(metric.change)]
-    if len(measured) > 1:
-        least = min(measured, key=lambda p: p.estimate(metric.change).mean)
-        sentences.append(
-            f"{least.label} forgets least: "
-            f"{fmt_change(least.estimate(metric.change), metric.percent)} {metric.unit}."
-        )
-    return sentences

@@ -36,23 +36,10 @@ class Quality:
     def test_value(self, run: SweepRun) -> float | None:
         return run.metric(self.test)
 
-    def format(self, value: float | None) -> str:
-        if value is None:
-            return "–"
-        return f"{100 * value:.1f}%" if self.percent else f"{value:.3g}"
-
     def gap(self, value: float, reference: float) -> float:
         """How much worse `value` is than `reference`: points for accuracy, else raw units."""
         worse = reference - value if self.higher_is_better else value - reference
         return 100 * worse if self.percent else worse
-
-    def describe_gap(self, value: float, reference: float) -> str:
-        """'0.6 points below', '1.2 above' (in accuracy points or raw units)."""
-        gap = self.gap(value, reference)
-        if abs(gap) < (0.05 if self.percent else 1e-3 * abs(reference)):
-            return "level with"
-        size = f"{abs(gap):.1f} points" if self.percent else f"{abs(gap):.2g} {self.name}"
-        return f"{size} {'worse than' if gap > 0 else 'better than'}"
 
 
 ACCURACY = Quality("accuracy", "val/acc", "test/acc", higher_is_better=True, percent=True)

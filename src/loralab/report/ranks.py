@@ -51,7 +51,8 @@ class RankAnalysis:
     # run label -> "full" / "lora"
     kinds: dict[str, str] = field(default_factory=dict)
     subspace: SubspaceComparison | None = None
-    notes: list[str] = field(default_factory=list)
+    # full fine-tuning runs with no checkpoint or base checkpoint to diff (no update to analyse)
+    undiffed: list[str] = field(default_factory=list)
 
 
 RANKS_CSV = "ranks.csv"
@@ -142,9 +143,7 @@ def analyse_runs(runs: Sequence[SweepRun]) -> RankAnalysis:
         deltas = run_updates(run)
         if not deltas:
             if run.is_full:
-                analysis.notes.append(
-                    f"{label}: no checkpoint or base checkpoint to diff, so no full-FT update."
-                )
+                analysis.undiffed.append(label)
             continue
         updates[label] = deltas
         analysis.kinds[label] = "full" if run.is_full else "lora"

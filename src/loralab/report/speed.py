@@ -121,50 +121,6 @@ def step_time(run: SweepRun) -> float | None:
     return run.summary.step_time_ms
 
 
-def cost_sentences(
-    points: Sequence[Point], full: Point | None, speed: SpeedProbe | None
-) -> list[str]:
-    """Step time and memory of a typical LoRA point against full: the probe's, then per run."""
-    lora = typical_lora(points)
-    if not (full and lora):
-        return []
-    sentences = []
-    probed = (speed.get(lora), speed.get(full)) if speed else (None, None)
-    if all(probed):
-        a, b = probed
-        sentences.append(
-            f"In the interleaved probe (every point's training step timed in turns in one "
-            f"process, so machine load hits all alike), {lora.label} takes {a.step_ms:.1f} ms "
-            f"per training step (its fastest) against {b.step_ms:.1f} ms for full fine-tuning "
-            f"(x{a.step_ms / b.step_ms:.2f}), and its step holds "
-            f"{a.memory_bytes / 2**20:.1f} MiB of weights, gradients, optimizer state and "
-            f"activations against {b.memory_bytes / 2**20:.1f} MiB "
-            f"(x{a.memory_bytes / b.memory_bytes:.2f})."
-        )
-    per_run = [p.estimate(step_time) for p in (lora, full)]
-    if all(per_run):
-        label = "Timed per run instead" if all(probed) else "Timed per run"
-        sentences.append(
-            f"{label}, one run after another on whatever load the machine had, the mean step "
-            f"times were {per_run[0].mean:.1f} and {per_run[1].mean:.1f} ms."
-        )
-    inversion = ranking_inversion(points, speed)
-    if inversion:
-        slow, fast = inversion
-        sentences.append(
-            f"Per run, {slow.label} looks slower than {fast.label}; the probe, which times "
-            "them side by side, finds the opposite, so the per-run ranking is an artefact of "
-            "machine load."
-        )
-    state = [p.estimate(lambda r: r.summary.train_state_mib) for p in (lora, full)]
-    if all(state):
-        sentences.append(
-            f"Weights, gradients and optimizer state take {state[0].mean:.1f} MiB against "
-            f"{state[1].mean:.1f} MiB (x{state[0].mean / state[1].mean:.2f})."
-        )
-    return sentences
-
-
 def ranking_inversion(
     points: Sequence[Point], speed: SpeedProbe | None
 ) -> tuple[Point, Point] | None:
