@@ -81,7 +81,11 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, vocab, (4, 64), generator=g)
     prompts = torch.randint(3, vocab, (8, 32), generator=g)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=1e-5,
+        fused=True,  # as training
+    )
     counted = torch.zeros_like(ids, dtype=torch.bool)  # positions whose next token is scored
     counted[:, -(args.answer_tokens or ids.shape[1]) - 1 : -1] = True
     targets = ids.roll(-1, dims=1)[counted]

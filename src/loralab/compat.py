@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 import lightning as L
+import torch
 from hydra._internal.core_plugins import basic_sweeper as _basic_sweeper_module
 from hydra.core.utils import JobReturn
 from lightning.fabric.strategies.launchers.subprocess_script import _basic_subprocess_cmd
@@ -137,6 +138,19 @@ def datamodule_state_key(datamodule: L.LightningDataModule) -> str:
     return type(datamodule).__qualname__
 
 
+def unscale_before_the_step(optimizer: Any) -> None:
+    """Have mixed precision treat a fused torch optimizer like any other.
+
+    A fused optimizer (`fused=True`) tells AMP that it unscales gradients inside its own step
+    (`_step_supports_amp_scaling`); Lightning then refuses gradient clipping under any mixed
+    precision, bf16 included, which has no scale to undo. With the flag off, a GradScaler
+    (fp16) unscales the gradients before the step, as it does for every optimizer, Lightning
+    clips them, and the fused step itself is the same.
+    """
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer._step_supports_amp_scaling = False
+
+
 def missing_private_apis() -> list[str]:
     """The private APIs above that the installed versions no longer have (empty when fine)."""
     missing = [
@@ -158,6 +172,9 @@ def missing_private_apis() -> list[str]:
 
     if not callable(getattr(SummaryWriter, "_get_file_writer", None)):
         missing.append("torch.utils.tensorboard.SummaryWriter._get_file_writer")
+    fused = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], fused=True)
+    if not hasattr(fused, "_step_supports_amp_scaling"):
+        missing.append("torch.optim.Optimizer._step_supports_amp_scaling")
     distributed = importlib.import_module("lightning.pytorch.overrides.distributed")
     if not callable(getattr(distributed, "_sync_module_states", None)):
         missing.append("lightning.pytorch.overrides.distributed._sync_module_states")

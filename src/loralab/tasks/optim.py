@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from loralab import compat
+
 
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters an adapter (or full fine-tuning) left trainable."""
@@ -32,10 +34,13 @@ def scaled_optimizer(
     for param in params:
         groups.setdefault(float(getattr(param, "lr_scale", 1.0)), []).append(param)
     if list(groups) == [1.0]:
-        return optimizer_factory(params)
-    optimizer = optimizer_factory([{"params": ps, "lr_scale": s} for s, ps in groups.items()])
-    for group in optimizer.param_groups:
-        group["lr"] *= group["lr_scale"]  # the factory filled in the configured lr
+        optimizer = optimizer_factory(params)
+    else:
+        optimizer = optimizer_factory([{"params": ps, "lr_scale": s} for s, ps in groups.items()])
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]  # the factory filled in the configured lr
+    # fused AdamW (the configs' default) under bf16-mixed: Lightning may clip its gradients
+    compat.unscale_before_the_step(optimizer)
     return optimizer
 
 
