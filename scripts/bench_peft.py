@@ -269,10 +269,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+# the goals of issue 20: ahead of PEFT by 10% (eager, or both compiled), LoRA near its FLOP
+# bound against full fine-tuning
 TARGETS_BY_RATIO = {
-    "lora_step / peft_step": 1.00,
-    "compiled: lora_step / peft_step": 1.00,
-    "lora_step / full_step": 0.65,
+    "lora_step / peft_step": 0.90,
+    "compiled: lora_step / peft_step": 0.90,
+    "lora_step / full_step": 0.62,
     "merged_inference / base": 1.02,
     "unmerged_inference / base": 1.10,
 }

@@ -325,8 +325,7 @@ def _per_run_time(ax: plt.Axes, points: list[Point], colors: dict) -> None:
     ests = [p.estimate(step_time) for p in points]
     draw_bars(ax, points, [e.mean for e in ests], colors, [error_bar(e) for e in ests])
     ax.set(
-        title="Training step, per run, one run after another\n(machine load included; "
-        "bars: 95% CI)",
+        title="Training step, per run, while each trained\n(machine load included; bars: 95% CI)",
         ylabel="ms per step",
     )
 

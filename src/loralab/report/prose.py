@@ -61,10 +61,10 @@ SPEED_NOTE = (
     "of its timed steps: other processes can make a step slower, never faster, so the "
     "fastest is the step's own cost (the median is beside it; on a quiet machine they "
     "agree). Step memory is counted exactly from the tensors alive at the step's peak. The "
-    "*per run* columns are each run's own figures, measured while it trained, one run after "
-    "another (mean ± 95% CI over seeds; peak RSS is the process's resident memory, shared by "
-    "the runs of a sweep): they include whatever else the machine was doing, so a speed "
-    "ranking should be read from the probe."
+    "*per run* columns are each run's own figures, measured while it trained (mean ± 95% CI "
+    "over seeds; peak RSS is the resident memory of the run's process): they include whatever "
+    "else the machine was doing, a parallel sweep's other runs too, so a speed ranking should "
+    "be read from the probe."
 )
 FORGETTING_NOTE = (
     "Every run measured, before its first step and again with its test, the target's test "
@@ -107,7 +107,7 @@ SUBSPACE_CELLS_NOTE = (
 )
 NO_RANKS_NOTE = "_No run left weights to analyse._"
 NO_PROBE_NOTE = (
-    "_No probe: the figures below are each run's own, measured one run after another "
+    "_No probe: the figures below are each run's own, measured while it trained "
     "(`python -m loralab.report SWEEP_DIR` runs the probe unless `--no-probe`)._"
 )
 
@@ -510,7 +510,7 @@ def cost_sentences(
     if all(per_run):
         label = "Timed per run instead" if all(probed) else "Timed per run"
         sentences.append(
-            f"{label}, one run after another on whatever load the machine had, the mean step "
+            f"{label}, each while it trained beside whatever else the machine ran, the mean step "
             f"times were {per_run[0].mean:.1f} and {per_run[1].mean:.1f} ms."
         )
     inversion = ranking_inversion(points, speed)
