@@ -10,6 +10,8 @@ step from one fresh process per contender, which holds nothing else. QLoRA (NF4,
 quantization, the same A and B) is timed beside them for a training step and for evaluation:
 greedy generation of `--new-tokens` tokens for the batch with the key/value cache, as loralab
 generates (each quantized layer dequantized once per call) and dequantizing per token.
+The floor (`bench_peft.frozen_base_floor`) is the step of the frozen base alone, with the
+gradient asked for where LoRA's would be: what no LoRA implementation can go below.
 
     make bench                              # after scripts/bench.py and scripts/bench_peft.py
     python scripts/bench_llm.py --rounds 5 --batch-size 8
@@ -26,7 +28,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_peft import alternate, report_ratios, synchronized  # scripts/ is on a script's path
+from bench_peft import (  # scripts/ is on a script's path
+    alternate,
+    frozen_base_floor,
+    report_ratios,
+    synchronized,
+)
 from torch import nn
 
 from loralab.lora import apply_adapter, lora_layers
@@ -95,17 +102,17 @@ def make_batch(batch: int, seq_len: int, device: str) -> torch.Tensor:
 
 def training_step(model: nn.Module, ids: torch.Tensor):
     """One AdamW step on next-token cross-entropy, and the optimizer it steps."""
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=1e-5,
-        fused=True,  # as training
-    )
+    trained = [p for p in model.parameters() if p.requires_grad]
+    # fused as training; the floor trains nothing, so it has no optimizer to step
+    optimizer = torch.optim.AdamW(trained, lr=1e-5, fused=True) if trained else None
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
         logits = model(input_ids=ids).logits
         F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.step()
 
     return step, optimizer
 
@@ -170,8 +177,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             layer.lora_B.normal_(0.0, 0.02)
     peft = peft_twin(base, ours)
     qlora = qlora_twin(base, ours)
+    floor = frozen_base_floor(base, TARGETS, head=None)
     del base
-    models = {"loralab": ours, "peft": peft, "full": full, "qlora": qlora}
+    models = {"loralab": ours, "peft": peft, "full": full, "qlora": qlora, "floor": floor}
     steps = {name: training_step(model, ids) for name, model in models.items()}
     times = alternate(
         {name: synchronized(step, args.device) for name, (step, _) in steps.items()},
@@ -212,6 +220,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     return {
         "lora_step / full_step": times["loralab"] / times["full"],
         "lora_step / peft_step": times["loralab"] / times["peft"],
+        "floor_step / peft_step": times["floor"] / times["peft"],
+        "lora_step / floor_step": times["loralab"] / times["floor"],
         "lora_train_state / full_train_state": state["loralab"] / state["full"],
         "lora_peak_rss / full_peak_rss": rss["lora"] / rss["full"],
         "qlora_step / lora_step": times["qlora"] / times["loralab"],

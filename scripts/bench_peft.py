@@ -7,8 +7,9 @@ nothing is downloaded; r=8 on the transformers `Conv1D` c_attn plus the score he
 libraries. Contenders take turns round by round, so a drift of the machine hits all of them.
 Prints the ratios the LoRA core is held to:
 
-    loralab LoRA step / PEFT LoRA step            (target <= 1.00)
-    loralab LoRA step / full fine-tuning step     (target <= 0.65; MiniLM)
+    loralab LoRA step / PEFT LoRA step            (target <= 0.90)
+    the floor step / PEFT LoRA step               (the best any LoRA could reach, see below)
+    loralab LoRA step / full fine-tuning step     (target <= 0.62; MiniLM)
     training memory LoRA / full fine-tuning       (params + grads + Adam + saved activations)
     merged LoRA inference / base inference        (target <= 1.02)
     unmerged LoRA inference / base inference      (target <= 1.10)
@@ -18,6 +19,11 @@ Prints the ratios the LoRA core is held to:
     python scripts/bench_peft.py --random-init  # MiniLM's shape, random weights: no model files
     python scripts/bench_peft.py --model gpt2   # GPT-2 124M (random weights), LoRA on c_attn
     python scripts/bench_peft.py --compile      # + both compiled (regional, inductor)
+
+The *floor* is the base with the same head training and a gradient asked for at every
+adapted module's output, but no adapter at all: the forward and backward through the frozen
+base that any LoRA must pay. loralab / PEFT cannot go below floor / PEFT, however cheap the
+adapter's own matmuls become.
 
 `--compile` adds loralab and PEFT compiled the same way (`loralab.run.compiled.compile_model`:
 each transformer layer's forward through torch.compile, inductor), and the ratio of the two.
@@ -110,6 +116,30 @@ def peft_twin(base: nn.Module, ours: nn.Module, bench: BenchModel) -> nn.Module:
             module.lora_A["default"].weight.copy_(layer.lora_A)
             module.lora_B["default"].weight.copy_(layer.lora_B)
     return twin
+
+
+def frozen_base_floor(base: nn.Module, targets: list[str], head: str | None) -> nn.Module:
+    """The step no LoRA can beat: a copy of `base` with only `head` trainable, whose `targets`
+    modules' outputs ask for a gradient as a LoRA's would (a forward hook marks them), while
+    no adapter matmul runs. Its step is the frozen base's forward and backward plus the head's,
+    which every LoRA implementation pays; the rest of a LoRA step is the adapter's own."""
+    floor = copy.deepcopy(base)
+    for param in floor.parameters():
+        param.requires_grad_(False)
+    for name, module in floor.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == head:
+            for param in module.parameters():
+                param.requires_grad_(True)
+        if leaf in targets:
+            module.register_forward_hook(_wants_a_gradient)
+    return floor
+
+
+def _wants_a_gradient(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and not output.requires_grad:
+        output.requires_grad_()  # a frozen first layer: the gradient stops here, as LoRA's would
+    return output
 
 
 def train_step(model: nn.Module, batch: dict) -> tuple[Callable[[], None], Callable]:
@@ -229,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     batch = make_batch(base.config.vocab_size, batch_size, args.seq_len, args.device)
     ours, peft, full, summary = contenders(base, bench)
     trained = {"loralab": ours, "peft": peft, **({"full": full} if bench.with_full else {})}
+    trained["floor"] = frozen_base_floor(base, bench.targets, bench.head)
     compiled = getattr(args, "compile", False)
     if compiled:  # the same A and B, each library's layers compiled the same way
         twins = compiled_twins(ours, peft, getattr(args, "compile_backend", "inductor"))
@@ -250,7 +281,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     print(f"medians over {args.rounds} alternating rounds of {args.steps} calls")
     print("train step ms: " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in train.items()))
     print("inference ms:  " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in infer.items()))
-    ratios = {"lora_step / peft_step": train["loralab"] / train["peft"]}
+    ratios = {
+        "lora_step / peft_step": train["loralab"] / train["peft"],
+        # the best any LoRA could do against PEFT: its adapter for free, only the frozen base
+        "floor_step / peft_step": train["floor"] / train["peft"],
+        "lora_step / floor_step": train["loralab"] / train["floor"],
+    }
     if compiled:
         ratios["compiled: lora_step / peft_step"] = (
             train["loralab_compiled"] / train["peft_compiled"]

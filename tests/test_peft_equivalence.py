@@ -93,3 +93,46 @@ def test_the_peft_benchmark_runs_and_reports_every_ratio():
     assert set(bench.TARGETS_BY_RATIO) <= set(ratios)
     assert all(0 < value < float("inf") for value in ratios.values())
     assert 0 < ratios["lora_memory / full_memory"] < 1  # LoRA keeps far fewer grads and moments
+
+
+@pytest.mark.slow
+def test_the_benchmarks_floor_is_the_lora_step_without_the_adapter():
+    """The floor (bench_peft.frozen_base_floor) trains the same head on the same loss as a
+    LoRA model whose B is 0, and backpropagates to the adapted modules' outputs, with no
+    adapter tensor at all."""
+    import importlib.util
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from loralab.run.resolvers import project_root
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_peft", f"{project_root()}/scripts/bench_peft.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    shape = {"vocab_size": 200, "hidden_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 64}  # fmt: skip
+    base = BertForSequenceClassification(BertConfig(**shape, num_labels=2)).eval()
+    ours = copy.deepcopy(base)
+    apply_adapter(ours, {"name": "lora", "rank": 4, "alpha": 8, "targets": ["query", "value"],
+                         "trainable": ["classifier"]})  # fmt: skip
+    floor = bench.frozen_base_floor(base, ["query", "value"], "classifier")
+    ids = torch.randint(0, 200, (3, 7))
+    seen = []
+    floor.bert.encoder.layer[0].attention.self.query.register_forward_hook(
+        lambda module, args, out: seen.append(out.requires_grad)
+    )
+    for model in (ours, floor):
+        loss = torch.nn.functional.cross_entropy(
+            model(input_ids=ids).logits, torch.tensor([0, 1, 1])
+        )
+        loss.backward()
+    assert seen == [True]  # the first adapted layer's output asks for its gradient
+    trained = [name for name, p in floor.named_parameters() if p.requires_grad]
+    assert trained == ["classifier.weight", "classifier.bias"]
+    for name in trained:  # B = 0: the same loss, so the same head gradient
+        torch.testing.assert_close(
+            floor.get_parameter(name).grad, ours.get_parameter(name).grad, rtol=1e-5, atol=1e-7
+        )
