@@ -222,6 +222,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         "lora_step / peft_step": times["loralab"] / times["peft"],
         "floor_step / peft_step": times["floor"] / times["peft"],
         "lora_step / floor_step": times["loralab"] / times["floor"],
+        # the best any LoRA could do against full fine-tuning on this step
+        "floor_step / full_step": times["floor"] / times["full"],
         "lora_train_state / full_train_state": state["loralab"] / state["full"],
         "lora_peak_rss / full_peak_rss": rss["lora"] / rss["full"],
         "qlora_step / lora_step": times["qlora"] / times["loralab"],

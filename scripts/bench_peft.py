@@ -296,6 +296,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         mib = ", ".join(f"{k} {v.total / 2**20:.1f}" for k, v in memory.items())
         print(f"training memory MiB (params + grads + Adam + saved activations): {mib}")
         ratios["lora_step / full_step"] = train["loralab"] / train["full"]
+        # the best any LoRA could do against full fine-tuning on this step
+        ratios["floor_step / full_step"] = train["floor"] / train["full"]
         ratios["lora_memory / full_memory"] = memory["loralab"].total / memory["full"].total
     return {
         **ratios,

@@ -144,6 +144,8 @@ def test_the_peft_benchmark_runs_on_gpt2s_layout():
     ratios = bench.run(args)
     assert set(ratios) == {
         "lora_step / peft_step",
+        "floor_step / peft_step",  # the frozen base alone: what no LoRA can beat
+        "lora_step / floor_step",
         "merged_inference / base",
         "unmerged_inference / base",
         "peft_unmerged_inference / base",
