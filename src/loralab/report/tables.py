@@ -261,7 +261,7 @@ def _columns(quality: Quality) -> list[tuple[str, Callable[[SweepRun], str]]]:
         ("run", lambda r: r.name),
         ("folder", lambda r: r.job),
         ("seed", lambda r: fmt_plain(r.seed) if isinstance(r.seed, int) else str(r.seed or "–")),
-        ("adapter", lambda r: "no training" if r.untrained else str(r.summary.adapter or "–")),
+        ("adapter", lambda r: UNTRAINED if r.untrained else str(r.summary.adapter or "–")),
         ("rank", lambda r: fmt_plain(r.summary.rank)),
         ("alpha", lambda r: fmt_plain(r.summary.alpha)),
         ("targets", lambda r: fmt_targets(r.summary.targets)),
