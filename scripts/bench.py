@@ -10,20 +10,20 @@ inference time). Runs alternate between the contenders, so drifts of the machine
 from __future__ import annotations
 
 import copy
-import statistics
 import sys
 
 import hydra
 import torch
 import torch.nn.functional as F
+from bench_peft import alternate  # scripts/ is on a script's path
 from hydra import compose, initialize_config_dir
 
 from loralab.lora import apply_adapter, merge_lora
-from loralab.measure.step import measure_step_memory, time_call
+from loralab.measure.step import measure_step_memory
 from loralab.run.resolvers import config_dir
 
-ROUNDS = 5
-STEPS_PER_ROUND = 10
+# contenders take turns: 5 rounds of 10 timed calls each, after 3 untimed calls
+ROUNDS, STEPS_PER_ROUND, WARMUP = 5, 10, 3
 
 
 def build(overrides: list[str]):
@@ -55,15 +55,6 @@ def make_step(model: torch.nn.Module, batch: dict, lr: float):
     return step, loss_of
 
 
-def alternate(fns: dict[str, object]) -> dict[str, float]:
-    """Median time of each contender over ROUNDS rounds that take turns."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(ROUNDS):
-        for name, fn in fns.items():
-            times[name].append(time_call(fn, repeats=STEPS_PER_ROUND))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(overrides: list[str]) -> None:
     torch.manual_seed(0)
     cfg, base, batch = build(overrides)
@@ -74,7 +65,7 @@ def main(overrides: list[str]) -> None:
 
     lora_step, lora_loss = make_step(lora, batch, lr=1e-2)
     full_step, full_loss = make_step(full, batch, lr=1e-3)
-    train_times = alternate({"lora": lora_step, "full": full_step})
+    train_times = alternate({"lora": lora_step, "full": full_step}, ROUNDS, STEPS_PER_ROUND, WARMUP)
     lora_mem = measure_step_memory(lora, lora_loss)
     full_mem = measure_step_memory(full, full_loss)
 
@@ -89,7 +80,10 @@ def main(overrides: list[str]) -> None:
                 "base": lambda: base(**inputs),
                 "merged": lambda: merged(**inputs),
                 "unmerged": lambda: unmerged(**inputs),
-            }
+            },
+            ROUNDS,
+            STEPS_PER_ROUND,
+            WARMUP,
         )
 
     shape = tuple(batch["input_ids"].shape)

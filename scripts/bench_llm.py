@@ -7,15 +7,17 @@ A and B), full fine-tuning of everything, AdamW for all. Step times come from co
 taking turns round by round in one process; the train state (weights + gradients + Adam
 state, counted from the tensors) from that process too; the peak resident memory of a
 step from one fresh process per contender, which holds nothing else. QLoRA (NF4, double
-quantization, the same A and B) is timed beside them for a training step and for evaluation:
-greedy generation of `--new-tokens` tokens for the batch with the key/value cache, as loralab
-generates (each quantized layer dequantized once per call) and dequantizing per token.
+quantization, the same A and B) is timed beside them for a training step and for an
+evaluation pass: greedy generation of `--new-tokens` tokens for `--eval-batches` batches of
+prompts with the key/value cache, each quantized layer dequantized once for the pass as
+loralab's evaluation does (`--per-token-dequant` adds QLoRA dequantizing at every token).
 The floor (`bench_peft.frozen_base_floor`) is the step of the frozen base alone, with the
 gradient asked for where LoRA's would be: what no LoRA implementation can go below.
 
     make bench                              # after scripts/bench.py and scripts/bench_peft.py
-    python scripts/bench_llm.py --rounds 5 --batch-size 8
+    python scripts/bench_llm.py --rounds 7 --batch-size 8 --per-token-dequant
     python scripts/bench_llm.py --random-init --device cuda
+    python scripts/bench_llm.py --compile     # + loralab and PEFT compiled (regional, inductor)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from bench_peft import (  # scripts/ is on a script's path
     alternate,
+    compiled_twins,
     frozen_base_floor,
     report_ratios,
     synchronized,
@@ -59,6 +62,7 @@ SMOLLM2_SHAPE = {
 TARGETS_BY_RATIO = {
     "lora_step / full_step": 0.55,
     "lora_step / peft_step": 0.90,
+    "compiled: lora_step / peft_step": 0.90,
     "qlora_eval / lora_eval": 1.30,
 }
 
@@ -128,19 +132,21 @@ def qlora_twin(base: nn.Module, ours: nn.Module) -> nn.Module:
     return twin
 
 
-def generation_call(model: nn.Module, ids: torch.Tensor, new_tokens: int, hold: bool):
-    """Greedy generation of exactly `new_tokens` tokens per row, with the key/value cache;
-    `hold`: quantized layers dequantized once for the call (as loralab's generation does)."""
+def evaluation_pass(model: nn.Module, batches: list[torch.Tensor], new_tokens: int, hold: bool):
+    """One evaluation pass: greedy generation of exactly `new_tokens` tokens for every batch of
+    prompts, with the key/value cache. `hold`: quantized layers dequantized once for the pass,
+    as loralab's evaluation does (`generate_many`); else once per token."""
     from contextlib import nullcontext
 
     from loralab.lora.quantized_linear import held_dequantized
 
     def call() -> None:
         with held_dequantized(model) if hold else nullcontext(), torch.no_grad():
-            model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
-            )  # fmt: skip
+            for ids in batches:
+                model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
+                )  # fmt: skip
 
     return call
 
@@ -180,23 +186,28 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     floor = frozen_base_floor(base, TARGETS, head=None)
     del base
     models = {"loralab": ours, "peft": peft, "full": full, "qlora": qlora, "floor": floor}
+    if args.compile:  # the same A and B, each library's decoder layers compiled the same way
+        models["loralab_compiled"], models["peft_compiled"] = compiled_twins(ours, peft, "inductor")
     steps = {name: training_step(model, ids) for name, model in models.items()}
     times = alternate(
         {name: synchronized(step, args.device) for name, (step, _) in steps.items()},
         args.rounds,
         args.steps,
+        warmup=2 if args.compile else 1,  # a compiled block may recompile at its second call
     )
     state = {
         name: train_state_bytes(models[name], [steps[name][1]]) for name in ("loralab", "full")
     }
-    prompts = make_batch(args.batch_size, args.seq_len // 2, args.device)
+    prompts = make_batch(args.batch_size * args.eval_batches, args.seq_len // 2, args.device)
+    batches = list(prompts.split(args.batch_size))
     for model in (ours, qlora):
         model.eval()
     generation = {
-        "lora": generation_call(ours, prompts, args.new_tokens, hold=True),
-        "qlora": generation_call(qlora, prompts, args.new_tokens, hold=True),
-        "qlora_per_token": generation_call(qlora, prompts, args.new_tokens, hold=False),
+        "lora": evaluation_pass(ours, batches, args.new_tokens, hold=True),
+        "qlora": evaluation_pass(qlora, batches, args.new_tokens, hold=True),
     }
+    if args.per_token_dequant:
+        generation["qlora_per_token"] = evaluation_pass(qlora, batches, args.new_tokens, False)
     evals = alternate(
         {name: synchronized(call, args.device) for name, call in generation.items()},
         args.rounds,
@@ -206,18 +217,21 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         f"SmolLM2-135M ({weights}) on {args.device}, batch {args.batch_size} x {args.seq_len}; "
         f"LoRA r={RANK} alpha={ALPHA} on {','.join(TARGETS)}"
     )
-    print(f"medians over {args.rounds} alternating rounds of {args.steps} steps")
+    print(
+        f"medians of {args.rounds} alternating rounds x {args.steps} steps, after untimed first steps"
+    )
     print("train step ms: " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in times.items()))
     print(
-        f"evaluation ms ({args.new_tokens} new tokens for {args.batch_size} prompts of "
-        f"{args.seq_len // 2}): " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in evals.items())
+        f"evaluation pass ms ({args.eval_batches} batches of {args.batch_size} prompts of "
+        f"{args.seq_len // 2} tokens, {args.new_tokens} new tokens each): "
+        + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in evals.items())
     )
     print("train state MiB: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in state.items()))
     print(
         "peak RSS MiB (fresh process each): "
         + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in rss.items())
     )
-    return {
+    ratios = {
         "lora_step / full_step": times["loralab"] / times["full"],
         "lora_step / peft_step": times["loralab"] / times["peft"],
         "floor_step / peft_step": times["floor"] / times["peft"],
@@ -228,21 +242,34 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         "lora_peak_rss / full_peak_rss": rss["lora"] / rss["full"],
         "qlora_step / lora_step": times["qlora"] / times["loralab"],
         "qlora_eval / lora_eval": evals["qlora"] / evals["lora"],
-        "qlora_eval per-token dequantization / lora_eval": evals["qlora_per_token"] / evals["lora"],
     }
+    if args.per_token_dequant:
+        per_token = evals["qlora_per_token"] / evals["lora"]
+        ratios["qlora_eval per-token dequantization / lora_eval"] = per_token
+    if args.compile:
+        ratios["compiled: lora_step / peft_step"] = (
+            times["loralab_compiled"] / times["peft_compiled"]
+        )
+        ratios["lora_step compiled / eager"] = times["loralab_compiled"] / times["loralab"]
+    return ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=1, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--new-tokens", type=int, default=8, help="generated per evaluation")
+    parser.add_argument("--new-tokens", type=int, default=8, help="generated per prompt")
+    parser.add_argument("--eval-batches", type=int, default=2, help="batches of one evaluation")
+    parser.add_argument(
+        "--per-token-dequant", action="store_true", help="also QLoRA dequantizing per token"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--random-init", action="store_true")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the ratios here")
+    parser.add_argument("--compile", action="store_true", help="also time both compiled")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

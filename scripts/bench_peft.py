@@ -35,6 +35,7 @@ import argparse
 import copy
 import json
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loralab.lora import apply_adapter, lora_layers, merge_lora
-from loralab.measure.step import measure_step_memory, time_call
+from loralab.measure.step import measure_step_memory
 
 RANK, ALPHA = 8, 16
 # all-MiniLM-L6-v2's shape, for --random-init where the package is not installed
@@ -173,17 +174,27 @@ def synchronized(fn: Callable[[], object], device: str) -> Callable[[], None]:
     return call
 
 
-def alternate(fns: dict[str, Callable[[], object]], rounds: int, steps: int) -> dict[str, float]:
-    """Median seconds per call of each contender over `rounds` rounds that take turns.
+def alternate(
+    fns: dict[str, Callable[[], object]], rounds: int, steps: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds per call of each contender over its `rounds` x `steps` timed calls.
 
-    The order rotates every round, so no contender always runs right after the same one
-    (e.g. after full fine-tuning's large optimizer step has flushed the caches).
+    Each contender is called `warmup` times untimed first (its first step allocates the
+    optimizer state, a compiled one compiles); then the contenders take turns, `steps` calls
+    each per round, and the order rotates every round, so no contender always runs right after
+    the same one (e.g. after full fine-tuning's large optimizer step).
     """
     names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            times[name].append(time_call(fns[name], repeats=steps, warmup=1))
+            for _ in range(steps):
+                start = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -229,6 +240,8 @@ def measure_training(models: dict[str, nn.Module], batch: dict, args: argparse.N
         {name: synchronized(step, args.device) for name, (step, _) in steps.items()},
         args.rounds,
         args.steps,
+        # a compiled block compiles at its first call and may recompile at its second
+        warmup=2 if getattr(args, "compile", False) else 1,
     )
     memory = {
         name: measure_step_memory(models[name], steps[name][1])
@@ -278,7 +291,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         f"{bench.title} ({params / 1e6:.1f}M parameters, {weights}) on {args.device}, batch "
         f"{batch_size} x {args.seq_len}; {summary}"
     )
-    print(f"medians over {args.rounds} alternating rounds of {args.steps} calls")
+    print(
+        f"medians of {args.rounds} alternating rounds x {args.steps} calls, after untimed first calls"
+    )
     print("train step ms: " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in train.items()))
     print("inference ms:  " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in infer.items()))
     ratios = {
@@ -336,7 +351,7 @@ def report_ratios(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=3, help="timed calls per round")
+    parser.add_argument("--steps", type=int, default=2, help="timed calls per round")
     parser.add_argument("--model", choices=sorted(MODELS), default="minilm")
     parser.add_argument("--batch-size", type=int, help="default: 32 (MiniLM), 4 (GPT-2)")
     parser.add_argument("--seq-len", type=int, default=64)

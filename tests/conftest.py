@@ -108,17 +108,87 @@ def run_cli_many(
     }
 
 
+# the commands `run_cli` serves from one interpreter that imported them once
+SERVED = ("loralab.train", "loralab.eval", "loralab.merge", "loralab.export", "loralab.report",
+          "loralab.generate")  # fmt: skip
+
+
+class ForkServer:
+    """`tests/fork_cli.py --serve`: started at the first `run_cli`, it forks a child per command
+    (~6 s of imports saved each time). It serves only commands whose environment is the one it
+    started with (anything read at import time is then the same); others get a fresh process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        command = [sys.executable, "-m", "tests.fork_cli", "--serve", *SERVED]
+        self.proc = subprocess.Popen(command, cwd=project_root(), env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        self.alive = self.proc.stdout.readline() == "ready\n"
+
+    def serves(self, module: str, env: dict[str, str]) -> bool:
+        return self.alive and module in SERVED and same_env(env, self.env)
+
+    def run(self, module: str, args: list[str], env: dict[str, str], cwd: Path, timeout: int):
+        job = {"module": module, "args": args, "env": env, "cwd": str(cwd), "timeout": timeout}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:  # the server died: this command and the next get fresh processes
+            self.alive = False
+            return None
+        answer = json.loads(line)
+        return subprocess.CompletedProcess(
+            [sys.executable, "-m", module, *args],
+            answer["returncode"],
+            answer["stdout"],
+            answer["stderr"],
+        )  # fmt: skip
+
+
+# read when used, not when imported: the test's name, and what runs in the test process leave
+# behind (Lightning's seed_everything, deterministic mode, torch.compile, torch's own fork and
+# CUDA settings, OpenMP's and tokenizers' flags); the served child gets them from its job's
+# environment like a fresh process. A variable not listed here that differs from the
+# session's start (a test's monkeypatch.setenv) sends the command to a fresh process.
+READ_WHEN_USED = {
+    "PYTEST_CURRENT_TEST",
+    "KMP_DUPLICATE_LIB_OK",
+    "TOKENIZERS_PARALLELISM",
+    "PL_GLOBAL_SEED",
+    "PL_SEED_WORKERS",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "KMP_INIT_AT_FORK",
+    "PYTORCH_NVML_BASED_CUDA_CHECK",
+}
+
+
+def same_env(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Equal in every variable an import could read."""
+    return {k: v for k, v in a.items() if k not in READ_WHEN_USED} == {
+        k: v for k, v in b.items() if k not in READ_WHEN_USED
+    }
+
+
+_server: list[ForkServer] = []
+SESSION_ENV = dict(os.environ)  # the environment the tests start in
+
+
 def run_cli(module: str, *args: str, cwd: Path | None = None, check: bool = True):
-    """Run `python -m <module> args...` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "LORALAB_ROOT": project_root(), "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd or project_root(),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """Run `python -m <module> args...` as a user would; returns the CompletedProcess. The
+    process is forked from a server that imported the module (same exit code and output as a
+    fresh one), unless this test changed the environment."""
+    fixed = {"LORALAB_ROOT": project_root(), "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, **fixed}
+    if not _server:
+        _server.append(ForkServer({**SESSION_ENV, **fixed}))
+    proc = None
+    if _server[0].serves(module, env):
+        proc = _server[0].run(module, list(args), env, cwd or Path(project_root()), 600)
+    if proc is None:
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or project_root(),
+                              env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{module} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

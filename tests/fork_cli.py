@@ -5,6 +5,11 @@
 stdout and stderr exactly as when started from a shell, but skips the ~6 s that importing
 torch, Lightning, transformers and Hydra costs every fresh interpreter on 2 cores. Results:
 `{id: {"returncode", "stdout", "stderr"}}`. Not a test module; the fault-injection test uses it.
+
+`python -m tests.fork_cli --serve module...`: the same, one command at a time for as long as
+the test session lasts (`tests/conftest.py::run_cli`): each line on stdin is a job `{"module",
+"args", "env", "cwd", "timeout"}`, answered by one line of `{"returncode", "stdout", "stderr"}`
+once its child has exited; the server ends when its stdin closes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import importlib
 import json
 import os
 import runpy
+import signal
 import sys
 import tempfile
 import traceback
@@ -77,5 +83,43 @@ def main(jobs_path: str, results_path: str, parallel: int = 2) -> None:
     Path(results_path).write_text(json.dumps(results))
 
 
+def enter_job(job: dict) -> None:
+    """In a served child: the job's own environment, folder, path and time limit, no stdin."""
+    os.environ.clear()
+    os.environ.update(job["env"])
+    os.chdir(job["cwd"])
+    sys.path[0] = job["cwd"]  # what `python -m` puts first: the folder it starts in
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    signal.alarm(int(job["timeout"]))  # SIGALRM ends the child, as a timeout would
+
+
+def serve(modules: list[str]) -> None:
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # what the imports print must not mix with the answers
+    for module in modules:
+        importlib.import_module(module)
+    sys.stdout.flush()
+    answers.write("ready\n")
+    logs = Path(tempfile.mkdtemp(prefix="fork_cli_"))
+    out, err = logs / "job.out", logs / "job.err"
+    while line := sys.stdin.readline():
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            answers.close()
+            enter_job(job)
+            run_child(job["module"], job["args"], out, err)
+        _, status = os.waitpid(pid, 0)
+        answer = {
+            "returncode": os.waitstatus_to_exitcode(status),
+            "stdout": out.read_text(errors="replace"),
+            "stderr": err.read_text(errors="replace"),
+        }
+        answers.write(json.dumps(answer) + "\n")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:]))
+    if sys.argv[1] == "--serve":
+        serve(sys.argv[2:])
+    else:
+        main(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:]))
