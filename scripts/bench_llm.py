@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from bench_peft import (  # scripts/ is on a script's path
     alternate,
+    compile_seconds,
     compiled_twins,
     frozen_base_floor,
     report_ratios,
@@ -189,12 +190,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if args.compile:  # the same A and B, each library's decoder layers compiled the same way
         models["loralab_compiled"], models["peft_compiled"] = compiled_twins(ours, peft, "inductor")
     steps = {name: training_step(model, ids) for name, model in models.items()}
-    times = alternate(
-        {name: synchronized(step, args.device) for name, (step, _) in steps.items()},
-        args.rounds,
-        args.steps,
-        warmup=2 if args.compile else 1,  # a compiled block may recompile at its second call
-    )
+    calls = {name: synchronized(step, args.device) for name, (step, _) in steps.items()}
+    compile_seconds(calls)  # then a compiled block may recompile at its second call: warm-up
+    times = alternate(calls, args.rounds, args.steps)
     state = {
         name: train_state_bytes(models[name], [steps[name][1]]) for name in ("loralab", "full")
     }

@@ -233,15 +233,30 @@ def compiled_twins(ours: nn.Module, peft: nn.Module, backend: str) -> tuple[nn.M
     return twins
 
 
+def compile_seconds(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Seconds of the first call of each compiled contender (`*_compiled`): what compiling
+    its blocks costs once, printed; the timed rounds come after it."""
+    seconds = {}
+    for name in (n for n in fns if n.endswith("_compiled")):
+        start = time.perf_counter()
+        fns[name]()
+        seconds[name] = time.perf_counter() - start
+    if seconds:
+        print("first step s (compiles): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    return seconds
+
+
 def measure_training(models: dict[str, nn.Module], batch: dict, args: argparse.Namespace):
     """Step times of every model, and the training memory of loralab's LoRA and of full."""
     steps = {name: train_step(model, batch) for name, model in models.items()}
+    calls = {name: synchronized(step, args.device) for name, (step, _) in steps.items()}
+    compile_seconds(calls)
     times = alternate(
-        {name: synchronized(step, args.device) for name, (step, _) in steps.items()},
+        calls,
         args.rounds,
         args.steps,
-        # a compiled block compiles at its first call and may recompile at its second
-        warmup=2 if getattr(args, "compile", False) else 1,
+        # a compiled block may recompile at its second call
+        warmup=1,
     )
     memory = {
         name: measure_step_memory(models[name], steps[name][1])

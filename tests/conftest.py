@@ -146,29 +146,23 @@ class ForkServer:
         )  # fmt: skip
 
 
-# read when used, not when imported: the test's name, and what runs in the test process leave
-# behind (Lightning's seed_everything, deterministic mode, torch.compile, torch's own fork and
-# CUDA settings, OpenMP's and tokenizers' flags); the served child gets them from its job's
-# environment like a fresh process. A variable not listed here that differs from the
-# session's start (a test's monkeypatch.setenv) sends the command to a fresh process.
-READ_WHEN_USED = {
-    "PYTEST_CURRENT_TEST",
-    "KMP_DUPLICATE_LIB_OK",
-    "TOKENIZERS_PARALLELISM",
-    "PL_GLOBAL_SEED",
-    "PL_SEED_WORKERS",
-    "CUBLAS_WORKSPACE_CONFIG",
-    "TORCHINDUCTOR_CACHE_DIR",
-    "KMP_INIT_AT_FORK",
-    "PYTORCH_NVML_BASED_CUDA_CHECK",
-}
+# Variables read when used, not when imported: the test's name, and what runs in the test
+# process leave behind (Lightning's seed and ranks, deterministic mode, torch.compile, OpenMP's
+# and tokenizers' flags). The served child gets them from its job's environment like a fresh
+# process. Any other variable that differs from the session's start (a test's
+# monkeypatch.setenv of HF_HUB_OFFLINE, say) sends the command to a fresh process.
+READ_WHEN_USED = ("PYTEST_", "PL_", "KMP_", "CUBLAS_", "TORCHINDUCTOR_", "_TORCHINDUCTOR_",
+                  "TOKENIZERS_PARALLELISM", "PYTORCH_NVML_BASED_CUDA_CHECK", "MASTER_ADDR",
+                  "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")  # fmt: skip
 
 
 def same_env(a: dict[str, str], b: dict[str, str]) -> bool:
     """Equal in every variable an import could read."""
-    return {k: v for k, v in a.items() if k not in READ_WHEN_USED} == {
-        k: v for k, v in b.items() if k not in READ_WHEN_USED
-    }
+
+    def imported(env: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in env.items() if not k.startswith(READ_WHEN_USED)}
+
+    return imported(a) == imported(b)
 
 
 _server: list[ForkServer] = []
