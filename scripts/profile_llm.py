@@ -28,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from loralab.lora import apply_adapter
 from loralab.lora.quantized_linear import held_dequantized
+from loralab.models.generation import held_in_autocast_dtype
 from loralab.tasks.language_modeling import head_on_rows
 
 ADAPTERS = {
@@ -105,7 +106,8 @@ def main() -> None:
 
     def evaluate() -> None:
         model.eval()
-        with held_dequantized(model), torch.no_grad(), autocast():
+        # as loralab's evaluation: a quantized base dequantized, frozen weights cast, once
+        with torch.no_grad(), autocast(), held_dequantized(model), held_in_autocast_dtype(model):
             model.generate(
                 input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=16,
                 min_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0,

@@ -86,7 +86,10 @@ class QuantizedLinear(QuantizedBase):
         return self.stored().stored_bytes()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.as_out_by_in(self.weight).to(x.dtype), self.bias)
+        weight = self.as_out_by_in(self.weight)
+        if not torch.is_autocast_enabled(x.device.type):  # autocast casts for F.linear itself
+            weight = weight.to(x.dtype)
+        return F.linear(x, weight, self.bias)
 
     @torch.no_grad()
     def requantization_error(self) -> float:
@@ -112,14 +115,19 @@ def held_dequantized(model: nn.Module) -> Iterator[None]:
 
     Generation calls the model once per new token: without this, each of those calls
     dequantizes every layer again (211 layers of SmolLM2 per token). Nothing trains inside,
-    so the codes cannot change; the price is float weights in memory while it lasts.
+    so the codes cannot change; the price is float weights in memory while it lasts (in the
+    autocast dtype inside an autocast region, as each call would have cast them).
     """
     layers = [
         m for m in model.modules() if isinstance(m, QuantizedLinear) and m.held_weight is None
     ]
     with torch.no_grad():
         for layer in layers:
-            layer.held_weight = layer.dequantize()
+            held = layer.dequantize()
+            device = held.device.type
+            if torch.is_autocast_enabled(device):  # held as autocast would cast it at each call
+                held = held.to(torch.get_autocast_dtype(device))
+            layer.held_weight = held
     try:
         yield
     finally:
