@@ -82,3 +82,20 @@ def test_a_base_whose_weight_dora_reads_is_left_as_it_is():
     with torch.autocast("cpu", dtype=torch.bfloat16), held_in_autocast_dtype(model):
         assert attention.q_proj.base.weight.dtype == torch.float32  # DoRA's row norms read it
         assert attention.k_proj.weight.dtype == torch.bfloat16  # not adapted: held
+
+
+def test_fsdp_sharded_weights_are_left_to_fsdp():
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from loralab.models.generation import is_sharded
+
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+    try:
+        model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4)).requires_grad_(False)
+        fully_shard(model)
+        assert all(map(is_sharded, model.parameters()))
+        with torch.autocast("cpu", dtype=torch.bfloat16), held_in_autocast_dtype(model):
+            assert all(p.dtype == torch.float32 and is_sharded(p) for p in model.parameters())
+    finally:
+        dist.destroy_process_group()

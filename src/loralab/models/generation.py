@@ -26,6 +26,15 @@ def is_hf_generator(model: nn.Module) -> bool:
     return callable(getattr(model, "generate", None)) and hasattr(model, "generation_config")
 
 
+def is_sharded(tensor: Tensor) -> bool:
+    """A DTensor (FSDP2's parameters, sharded across ranks)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
 @contextmanager
 def held_in_autocast_dtype(model: nn.Module) -> Iterator[None]:
     """Inside an autocast region (trainer.precision=bf16-mixed): every frozen `nn.Linear`'s
@@ -38,7 +47,8 @@ def held_in_autocast_dtype(model: nn.Module) -> Iterator[None]:
     does the base of a variant that reads its weight (DoRA)."""
     first = next(model.parameters(), None)
     device = first.device.type if first is not None else "cpu"
-    if not torch.is_autocast_enabled(device):
+    # FSDP's sharded weights are its own to gather and swap: those stay as they are
+    if not torch.is_autocast_enabled(device) or any(map(is_sharded, model.parameters())):
         yield
         return
     dtype = torch.get_autocast_dtype(device)
@@ -49,16 +59,16 @@ def held_in_autocast_dtype(model: nn.Module) -> Iterator[None]:
         if not isinstance(module, nn.Linear) or id(module) in reads_base:
             continue
         for name in ("weight", "bias"):
-            tensor = module._parameters.get(name)
+            tensor = getattr(module, name)
             if tensor is None or tensor.requires_grad or tensor.dtype == dtype:
                 continue
             held.append((module, name, tensor))
-            module._parameters[name] = nn.Parameter(tensor.detach().to(dtype), requires_grad=False)
+            setattr(module, name, nn.Parameter(tensor.detach().to(dtype), requires_grad=False))
     try:
         yield
     finally:
         for module, name, tensor in held:
-            module._parameters[name] = tensor
+            setattr(module, name, tensor)
 
 
 def cut_at_stop(ids: Sequence[int], stop_ids: Collection[int]) -> list[int]:
