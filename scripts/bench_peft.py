@@ -250,14 +250,8 @@ def measure_training(models: dict[str, nn.Module], batch: dict, args: argparse.N
     """Step times of every model, and the training memory of loralab's LoRA and of full."""
     steps = {name: train_step(model, batch) for name, model in models.items()}
     calls = {name: synchronized(step, args.device) for name, (step, _) in steps.items()}
-    compile_seconds(calls)
-    times = alternate(
-        calls,
-        args.rounds,
-        args.steps,
-        # a compiled block may recompile at its second call
-        warmup=1,
-    )
+    compile_seconds(calls)  # then a compiled block may recompile at its second call: warm-up
+    times = alternate(calls, args.rounds, args.steps)
     memory = {
         name: measure_step_memory(models[name], steps[name][1])
         for name in ("loralab", "full")
