@@ -139,10 +139,11 @@ def evaluation_pass(model: nn.Module, batches: list[torch.Tensor], new_tokens: i
     as loralab's evaluation does (`generate_many`); else once per token."""
     from contextlib import nullcontext
 
-    from loralab.lora.quantized_linear import held_dequantized
+    from loralab.models.held_casts import held_casts, held_copies
 
     def call() -> None:
-        with held_dequantized(model) if hold else nullcontext(), torch.no_grad():
+        held_copies(model).clear()  # one dequantization per pass, not one for all the rounds
+        with torch.no_grad(), held_casts(model) if hold else nullcontext():
             for ids in batches:
                 model.generate(
                     input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,

@@ -27,8 +27,7 @@ from bench_llm import SMOLLM2_SHAPE, build_base  # scripts/ is on a script's pat
 from torch.profiler import ProfilerActivity, profile
 
 from loralab.lora import apply_adapter
-from loralab.lora.quantized_linear import held_dequantized
-from loralab.models.generation import held_in_autocast_dtype
+from loralab.models.held_casts import held_casts
 from loralab.tasks.language_modeling import head_on_rows
 
 ADAPTERS = {
@@ -107,7 +106,7 @@ def main() -> None:
     def evaluate() -> None:
         model.eval()
         # as loralab's evaluation: a quantized base dequantized, frozen weights cast, once
-        with torch.no_grad(), autocast(), held_dequantized(model), held_in_autocast_dtype(model):
+        with torch.no_grad(), autocast(), held_casts(model):
             model.generate(
                 input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=16,
                 min_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0,

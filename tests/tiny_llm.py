@@ -75,6 +75,29 @@ def write_tiny_llama(folder: Path, chat: bool = True, seed: int = 0, **config) -
     return folder
 
 
+def tiny_tied_llama(adapter: dict | None = None) -> torch.nn.Module:
+    """A random 2-layer Llama in memory (tied head), adapted with `adapter` moved off its init
+    (B != 0), in eval mode; `{"name": "full"}` or None leaves every weight trainable."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from loralab.lora import apply_adapter
+
+    config = LlamaConfig(
+        vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    if adapter is not None:
+        apply_adapter(model, {**adapter, "trainable": []})
+    with torch.no_grad():  # a trained-looking adapter: B != 0
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)
+    return model.eval()
+
+
 def write_tiny_gpt2(folder: Path, seed: int = 0) -> Path:
     """A random 2-layer GPT-2 and a tokenizer without a chat template (the plain template)."""
     from transformers import GPT2Config, GPT2LMHeadModel

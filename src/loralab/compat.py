@@ -3,8 +3,8 @@
 Private names (a leading underscore, `hydra._internal`) can move in any release. loralab
 needs a few of them: there is no public way to reuse Lightning's per-device process launcher,
 to write a checkpoint under a temporary name, to load a loader's saved position late, to mark
-a finished Hydra job as failed, to key a cache by a dataset's fingerprint, or to add to a
-TensorBoard run's open event file. Each one is reached through this module only, and
+a finished Hydra job as failed, to key a cache by a dataset's fingerprint or by a tensor's
+version, or to add to a TensorBoard run's open event file. Each one is reached through this module only, and
 `tests/test_compat.py` fails loudly, naming the API, when a pinned upgrade moves one. A leaf:
 it imports nothing of loralab, so every layer (and the Hydra plugins) may use it.
 """
@@ -136,6 +136,12 @@ def tensorboard_file_writer(writer: Any) -> Any:
 def datamodule_state_key(datamodule: L.LightningDataModule) -> str:
     """The checkpoint key under which Lightning saves a data module's `state_dict()`."""
     return type(datamodule).__qualname__
+
+
+def tensor_version(tensor: torch.Tensor) -> int:
+    """How many times the tensor was changed in place (autograd's version counter): a cache
+    derived from a tensor is stale exactly when this moved."""
+    return tensor._version
 
 
 def unscale_before_the_step(optimizer: Any) -> None:

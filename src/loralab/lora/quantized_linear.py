@@ -2,7 +2,8 @@
 
 This is the frozen base of QLoRA: the weight lives as codes + scales (see `quant.py`), and
 every forward rebuilds a full-precision copy just for the matmul, then drops it (generation,
-which calls the model once per token, holds one copy throughout: `held_dequantized`). Memory
+which calls the model once per token, and evaluation hold one copy throughout:
+`loralab.models.held_casts`). Memory
 for the weights falls to ~1/4 (int8) or ~1/8 (NF4) of float32; the price is the rounding
 error and a dequantization per call. LoRA's A and B on top stay in full precision.
 
@@ -13,9 +14,6 @@ registered layer type the quantized layer stands in for.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +47,7 @@ class QuantizedLinear(QuantizedBase):
         self.bias = linear.bias
         if self.bias is not None:
             self.bias.requires_grad_(False)
-        # the dequantized weight, held for a block of calls that reuse it (`held_dequantized`)
+        # the dequantized weight, held for a block of calls that reuse it (`held_casts`)
         self.held_weight: Tensor | None = None
 
     def stored(self) -> QuantizedWeight:
@@ -107,29 +105,3 @@ class QuantizedLinear(QuantizedBase):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"{self.fmt}{dq}{layout}"
         )
-
-
-@contextmanager
-def held_dequantized(model: nn.Module) -> Iterator[None]:
-    """Inside: every quantized layer of `model` dequantized once and reused by each call.
-
-    Generation calls the model once per new token: without this, each of those calls
-    dequantizes every layer again (211 layers of SmolLM2 per token). Nothing trains inside,
-    so the codes cannot change; the price is float weights in memory while it lasts (in the
-    autocast dtype inside an autocast region, as each call would have cast them).
-    """
-    layers = [
-        m for m in model.modules() if isinstance(m, QuantizedLinear) and m.held_weight is None
-    ]
-    with torch.no_grad():
-        for layer in layers:
-            held = layer.dequantize()
-            device = held.device.type
-            if torch.is_autocast_enabled(device):  # held as autocast would cast it at each call
-                held = held.to(torch.get_autocast_dtype(device))
-            layer.held_weight = held
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.held_weight = None

@@ -10,13 +10,12 @@ one prompt at a time, without a cache.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from loralab.lora.quantized_linear import held_dequantized
+from loralab.models.held_casts import held_casts
 from loralab.models.outputs import logits_of
 from loralab.models.sampling import pick_next
 
@@ -24,51 +23,6 @@ from loralab.models.sampling import pick_next
 def is_hf_generator(model: nn.Module) -> bool:
     """A Hugging Face model that can `generate` (it has a generation config)."""
     return callable(getattr(model, "generate", None)) and hasattr(model, "generation_config")
-
-
-def is_sharded(tensor: Tensor) -> bool:
-    """A DTensor (FSDP2's parameters, sharded across ranks)."""
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(tensor, DTensor)
-
-
-@contextmanager
-def held_in_autocast_dtype(model: nn.Module) -> Iterator[None]:
-    """Inside an autocast region (trainer.precision=bf16-mixed): every frozen `nn.Linear`'s
-    weight and bias held in the autocast dtype for the block of calls, instead of cast again
-    at every call. Generation calls the model once per new token, and autocast caches the
-    casts of trainable weights only, so without this each token copies all the frozen weights
-    (a third of a SmolLM2 evaluation's time). The casts are autocast's own (`.to(dtype)`), so
-    the answers are the same; the price is a half-precision copy of those weights while it
-    lasts. Embeddings keep their own weight (autocast does not cast them), tied or not, and so
-    does the base of a variant that reads its weight (DoRA)."""
-    first = next(model.parameters(), None)
-    device = first.device.type if first is not None else "cpu"
-    # FSDP's sharded weights are its own to gather and swap: those stay as they are
-    if not torch.is_autocast_enabled(device) or any(map(is_sharded, model.parameters())):
-        yield
-        return
-    dtype = torch.get_autocast_dtype(device)
-    # a variant whose update reads W itself (DoRA's row norms) keeps its base as it is
-    reads_base = {id(m.base) for m in model.modules() if getattr(m, "update_needs_base", False)}
-    held = []
-    for module in model.modules():
-        if not isinstance(module, nn.Linear) or id(module) in reads_base:
-            continue
-        for name in ("weight", "bias"):
-            tensor = getattr(module, name)
-            if tensor is None or tensor.requires_grad or tensor.dtype == dtype:
-                continue
-            held.append((module, name, tensor))
-            setattr(module, name, nn.Parameter(tensor.detach().to(dtype), requires_grad=False))
-    try:
-        yield
-    finally:
-        for module, name, tensor in held:
-            setattr(module, name, tensor)
 
 
 def cut_at_stop(ids: Sequence[int], stop_ids: Collection[int]) -> list[int]:
@@ -116,7 +70,7 @@ def generate_batch(
     try:
         # a quantized base is dequantized once for all the tokens, not once per token, and
         # under autocast the frozen weights are cast once
-        with held_dequantized(model), held_in_autocast_dtype(model), torch.no_grad():
+        with torch.no_grad(), held_casts(model):
             if is_hf_generator(model):
                 new = _hf_generate(
                     model, prompts, max_new_tokens, stop_ids, pad_id, temperature, top_k, seed
@@ -204,8 +158,8 @@ def generate_many(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[list[int]] = [[] for _ in prompts]
-    # once for all the batches, not once per batch
-    with held_dequantized(model), held_in_autocast_dtype(model):
+    # once for all the batches, not once per batch (without gradients: trained weights too)
+    with torch.no_grad(), held_casts(model):
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = [prompts[i] for i in rows]

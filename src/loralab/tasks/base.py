@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from loralab.models.held_casts import held_casts
 from loralab.models.outputs import logits_of
 from loralab.tasks.optim import build_optimizer, fill_frozen_tensors, keep_trained_tensors_only
 
@@ -33,7 +34,9 @@ class AdapterBlindTask(L.LightningModule):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return logits_of(self.model(**inputs))
+        # under bf16-mixed the frozen weights are cast once for the run, not at every step
+        with held_casts(self.model):
+            return logits_of(self.model(**inputs))
 
     def configure_optimizers(self) -> Any:
         return build_optimizer(self, self.optimizer_factory, self.warmup_ratio, self.cosine)
