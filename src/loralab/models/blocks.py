@@ -38,6 +38,41 @@ def init_small_normal(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class LayerCache:
+    """One attention layer's keys and values of the tokens seen so far ([B, H, T, head_dim])."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def extend(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """The cached keys and values followed by the new ones (which are kept for next time)."""
+        if self.keys is not None and self.values is not None:
+            keys, values = torch.cat([self.keys, keys], dim=2), torch.cat([self.values, values], 2)
+        self.keys, self.values = keys, values
+        return keys, values
+
+
+class KVCache:
+    """A causal model's keys and values per layer, so that a new token attends to them instead
+    of the model recomputing the whole prefix at every step of a generation."""
+
+    def __init__(self) -> None:
+        self.layers: dict[int, LayerCache] = {}
+
+    def layer(self, index: int) -> LayerCache:
+        return self.layers.setdefault(index, LayerCache())
+
+    @property
+    def length(self) -> int:
+        """How many tokens the cache holds (positions 0..length-1)."""
+        return self.layers[0].length if self.layers else 0
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head self-attention on top of `F.scaled_dot_product_attention`."""
 
@@ -68,14 +103,32 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """x: [B, T, d_model]; key_padding_mask: [B, T], True (or 1) for real tokens."""
+    def forward(
+        self, x: Tensor, key_padding_mask: Tensor | None = None, cache: LayerCache | None = None
+    ) -> Tensor:
+        """x: [B, T, d_model]; key_padding_mask: [B, T], True (or 1) for real tokens.
+
+        With a `cache` (causal attention, no padding), x holds the tokens after the cached
+        ones: they attend to the cached keys and values and to each other, causally, and
+        their own keys and values are added to the cache.
+        """
         B, T, C = x.shape
         q = self.split_heads(self.q_proj(x))
         k = self.split_heads(self.k_proj(x))
         v = self.split_heads(self.v_proj(x))
         dropout_p = self.dropout if self.training else 0.0
-        if key_padding_mask is None:
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            if not self.causal or key_padding_mask is not None:
+                raise ValueError("a key/value cache is for causal attention without padding")
+            k, v = cache.extend(k, v)
+        if past:
+            # new token t (position past + t) sees every cached key and the new ones up to it
+            seen = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if T == 1 else seen, dropout_p=dropout_p
+            )
+        elif key_padding_mask is None:
             # no padding: let the kernel build the causal mask itself (enables fused paths)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=self.causal)
         else:
@@ -112,7 +165,9 @@ class TransformerBlock(nn.Module):
         self.ln2 = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, dropout)
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        x = x + self.resid_drop(self.attn(self.ln1(x), key_padding_mask))
+    def forward(
+        self, x: Tensor, key_padding_mask: Tensor | None = None, cache: LayerCache | None = None
+    ) -> Tensor:
+        x = x + self.resid_drop(self.attn(self.ln1(x), key_padding_mask, cache))
         x = x + self.ffn(self.ln2(x))
         return x

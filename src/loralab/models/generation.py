@@ -4,8 +4,8 @@ Evaluation by generation (exact match) needs the answers of hundreds of prompts,
 with a fixed `max_new_tokens`, each cut at the first stop token (EOS or a chat template's
 end-of-turn). A Hugging Face model does this with its own `generate` (key/value cache,
 left-padded batches, the positions its architecture expects); any other
-`model(input_ids) -> logits` (TinyGPT) runs the plain loop of `loralab.models.sampling`,
-one prompt at a time, without a cache.
+`model(input_ids) -> logits` runs the plain loop of `loralab.models.sampling`, one prompt at
+a time, with TinyGPT's key/value cache (others run their whole window at every token).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from loralab.models.held_casts import held_casts
-from loralab.models.outputs import logits_of
-from loralab.models.sampling import pick_next
+from loralab.models.sampling import kv_cache_for, next_token_logits, pick_next
 
 
 def is_hf_generator(model: nn.Module) -> bool:
@@ -134,10 +133,11 @@ def _loop(
     context = max(1, max_len - 1) if max_len else None  # as loralab.models.sampling does
     device = next(model.parameters()).device
     ids = torch.as_tensor(list(prompt), dtype=torch.long, device=device)[None]
+    cache = kv_cache_for(model)
     new: list[int] = []
     for _ in range(max_new_tokens):
-        window = ids[:, -context:] if context else ids
-        token = pick_next(logits_of(model(window))[:, -1, :], temperature, top_k, generator)
+        logits = next_token_logits(model, ids, context, cache)
+        token = pick_next(logits, temperature, top_k, generator)
         new.append(int(token))
         if new[-1] in stop_ids:
             break

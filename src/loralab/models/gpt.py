@@ -11,11 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from loralab.errors import ConfigError
-from loralab.models.blocks import TransformerBlock, init_small_normal
+from loralab.models.blocks import KVCache, TransformerBlock, init_small_normal
 
 
 class TinyGPT(nn.Module):
     """token + learned position embeddings -> causal pre-LN blocks -> final LN -> lm_head."""
+
+    # generation passes a KVCache (loralab.models.sampling.next_token_logits)
+    takes_kv_cache = True
 
     def __init__(
         self,
@@ -48,20 +51,26 @@ class TinyGPT(nn.Module):
             # one matrix reads tokens in and scores them out: fewer weights, often better LMs
             self.lm_head.weight = self.tok_emb.weight
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None
+    ) -> Tensor:
         """input_ids [B, T] -> next-token logits [B, T, vocab]; position t sees tokens <= t only.
 
         attention_mask (1/True for real tokens) is for right-padded batches; without it every
-        token is real and the attention kernel builds the causal mask itself.
+        token is real and the attention kernel builds the causal mask itself. With a `cache`
+        (generation), input_ids are the tokens after those the cache holds, at the positions
+        that follow them, and their keys and values join the cache.
         """
-        T = input_ids.shape[1]
+        past = cache.length if cache is not None else 0
+        T = past + input_ids.shape[1]
         if T > self.max_len:
             raise ConfigError(
                 f"a sequence of {T} tokens is longer than model.max_len={self.max_len}; "
                 "raise model.net.max_len or lower data.seq_len."
             )
-        pos = torch.arange(T, device=input_ids.device)
+        pos = torch.arange(past, T, device=input_ids.device)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
-        for layer in self.layers:
-            x = layer(x, key_padding_mask=attention_mask)
+        for index, layer in enumerate(self.layers):
+            layer_cache = cache.layer(index) if cache is not None else None
+            x = layer(x, key_padding_mask=attention_mask, cache=layer_cache)
         return self.lm_head(self.ln_f(x))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from loralab.models.blocks import KVCache
 from loralab.models.outputs import logits_of
 
 
@@ -42,6 +43,26 @@ def max_positions(model: nn.Module) -> int | None:
     return None
 
 
+def kv_cache_for(model: nn.Module) -> KVCache | None:
+    """An empty key/value cache for a model that takes one (TinyGPT), else None."""
+    return KVCache() if getattr(model, "takes_kv_cache", False) else None
+
+
+def next_token_logits(
+    model: nn.Module, ids: Tensor, context: int | None, cache: KVCache | None
+) -> Tensor:
+    """The logits [B, V] of the token after `ids` [B, L], reading at most the last `context`.
+
+    With a cache, only the ids it does not hold yet run through the model. Once `ids` is
+    longer than the context, the window slides and every position moves, so from then on the
+    window runs whole, as it does without a cache: the same logits either way.
+    """
+    if cache is not None and (context is None or ids.shape[1] <= context):
+        return logits_of(model(ids[:, cache.length :], cache=cache))[:, -1, :]
+    window = ids[:, -context:] if context else ids
+    return logits_of(model(window))[:, -1, :]
+
+
 @torch.no_grad()
 def sample_ids(
     model: nn.Module,
@@ -66,12 +87,12 @@ def sample_ids(
     context = max(1, max_len - 1) if max_len else None
     device = next(model.parameters()).device
     ids = prompt_ids.to(device)[None]
+    cache = kv_cache_for(model)
     was_training = model.training
     model.eval()
     try:
         for _ in range(max_new_tokens):
-            window = ids[:, -context:] if context else ids
-            logits = logits_of(model(window))[:, -1, :]
+            logits = next_token_logits(model, ids, context, cache)
             ids = torch.cat([ids, pick_next(logits, temperature, top_k, generator)], dim=1)
     finally:
         model.train(was_training)
