@@ -97,7 +97,8 @@ def main() -> None:
     def step() -> None:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        with autocast(), head_on_rows(model, counted):
+        # as loralab's task forward: under autocast the frozen weights' casts are held
+        with autocast(), held_casts(model), head_on_rows(model, counted):
             logits = model(input_ids=ids).logits
         logits = logits if logits.dim() == 2 else logits[counted]
         F.cross_entropy(logits.float(), targets).backward()

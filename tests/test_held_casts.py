@@ -149,3 +149,12 @@ def test_a_quantized_base_is_dequantized_once_for_evaluation_and_not_for_a_step(
     with autocast, held_casts(model):  # a step: QLoRA keeps its small training memory
         assert layer.held_weight is None
     assert all(id(m) not in held_copies(model) for m in model.modules())
+
+
+def test_casts_made_in_inference_mode_serve_the_next_training_step():
+    model = tiny_tied_llama(LORA)  # Lightning validates under torch.inference_mode
+    with torch.inference_mode(), bf16(), held_casts(model):
+        model(input_ids=IDS)
+    assert not any(held.copy.is_inference() for held in held_copies(model).values())
+    loss, grads = step(model, hold=True)  # reads those casts, and autograd saves them
+    assert torch.isfinite(loss) and all(g is not None for g in grads)

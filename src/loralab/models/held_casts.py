@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -77,13 +77,23 @@ def held_copies(model: nn.Module) -> dict[int, Held]:
     return _CACHES.setdefault(model, {})
 
 
+def plain_tensors() -> AbstractContextManager[None]:
+    """Copies made inside Lightning's validation (inference mode) that a later training step
+    can still read: normal tensors, without gradient history."""
+    stack = ExitStack()
+    stack.enter_context(torch.inference_mode(False))
+    stack.enter_context(torch.no_grad())
+    return stack
+
+
 def _cast(
     cache: dict[int, Held], kept: dict[int, Held], tensor: Tensor, dtype: torch.dtype
 ) -> nn.Parameter:
     """The cached cast of `tensor` if it still fits, else a new one; recorded in `kept`."""
     held = cache.get(id(tensor))
     if held is None or not held.fits(tensor, dtype):
-        copy = nn.Parameter(tensor.detach().to(dtype), requires_grad=False)
+        with plain_tensors():
+            copy = nn.Parameter(tensor.detach().to(dtype), requires_grad=False)
         held = Held(tensor, tensor_version(tensor), copy)
     kept[id(tensor)] = held
     return held.copy
@@ -95,7 +105,7 @@ def _dequantized(
     """The cached float weight of a quantized layer while its codes are the same ones."""
     held = cache.get(id(layer))
     if held is None or not held.fits(layer.codes, dtype):
-        with torch.no_grad():
+        with plain_tensors():
             weight = layer.dequantize().to(dtype)
         held = Held(layer.codes, tensor_version(layer.codes), weight)
     kept[id(layer)] = held
