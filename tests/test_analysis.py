@@ -18,9 +18,11 @@ from loralab.analysis import (
     lora_updates,
     projection_of,
     similarity_grid,
+    singular_values,
     subspace_similarity,
     top_input_directions,
 )
+from loralab.analysis.spectrum import low_rank_singular_values
 from loralab.lora import LoRALayer, apply_adapter, lora_layers, merge_lora, save_adapter
 from loralab.models import save_backbone
 from loralab.run.builder import read_checkpoint
@@ -41,6 +43,26 @@ def test_energy_ranks_of_a_known_spectrum():
     assert profile.shape == (48, 40) and profile.full_rank == 40
     assert profile.singular_values[:5].tolist() == pytest.approx([4, 3, 2, 1.5, 1])
     assert float(profile.singular_values[5:].abs().max()) < 1e-10
+
+
+@pytest.mark.parametrize("rank", [1, 16, 63])
+def test_a_low_rank_updates_spectrum_is_read_off_its_range_exactly(rank):
+    values = torch.linspace(5.0, 0.5, rank, dtype=torch.float64)
+    delta = update_with_spectrum(values.tolist(), out=300, d_in=200)  # LoRA's shape: B @ A
+    sketched = low_rank_singular_values(delta)
+    assert sketched is not None and sketched.shape == (200,)
+    torch.testing.assert_close(sketched, torch.linalg.svdvals(delta), rtol=0, atol=1e-12)
+    torch.testing.assert_close(singular_values(delta)[:rank], values, rtol=0, atol=1e-12)
+
+
+def test_an_update_of_higher_rank_than_the_sketch_gets_the_full_decomposition():
+    g = torch.Generator().manual_seed(1)
+    full = torch.randn(300, 200, generator=g, dtype=torch.float64)  # full fine-tuning's kind
+    rank_65 = update_with_spectrum([1.0] * 65, out=300, d_in=200)
+    assert low_rank_singular_values(full) is None and low_rank_singular_values(rank_65) is None
+    assert torch.equal(singular_values(full), torch.linalg.svdvals(full))
+    small = update_with_spectrum([2.0, 1.0], out=100, d_in=120)  # too small to gain anything
+    assert low_rank_singular_values(small) is None
 
 
 def test_a_zero_update_has_rank_zero_and_bad_fractions_fail():

@@ -12,12 +12,46 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+# the rank up to which an update's spectrum is read off a sketch of its range (LoRA's ranks)
+SKETCH_RANK = 64
+# the sketch holds the whole update when what it misses is round-off of float64
+SKETCH_TOLERANCE = 1e-10
+
 
 def singular_values(delta: Tensor) -> Tensor:
-    """Singular values of a 2-D update, largest first, in float64 for stable small values."""
+    """Singular values of a 2-D update, largest first, in float64 for stable small values.
+
+    A low-rank update (a LoRA adapter's) is read off its range (`low_rank_singular_values`):
+    the same values, at a fraction of a full decomposition's cost; any other update, or one
+    whose rank is above the sketch's, gets the full decomposition.
+    """
     if delta.dim() != 2:
         raise ValueError(f"a weight update must be 2-D, got shape {tuple(delta.shape)}")
-    return torch.linalg.svdvals(delta.detach().to(torch.float64).cpu())
+    delta = delta.detach().to(torch.float64).cpu()
+    values = low_rank_singular_values(delta)
+    return values if values is not None else torch.linalg.svdvals(delta)
+
+
+def low_rank_singular_values(delta: Tensor, rank: int = SKETCH_RANK) -> Tensor | None:
+    """The singular values of a float64 `delta` of rank below `rank`, or None if its rank may
+    be higher (or it is too small for a sketch to save anything).
+
+    Q, an orthonormal basis of delta @ Omega (Omega: `rank` seeded Gaussian columns), spans
+    delta's whole range when its rank is below `rank`; then delta = Q (Q^T delta) and the
+    singular values of the small Q^T delta are delta's, the rest being zeros. That is checked,
+    not assumed: what Q misses must be round-off of delta, else the answer is None.
+    """
+    rows, cols = delta.shape
+    if min(rows, cols) <= 2 * rank:
+        return None
+    omega = torch.randn(cols, rank, dtype=delta.dtype, generator=torch.Generator().manual_seed(0))
+    q, _ = torch.linalg.qr(delta @ omega)
+    core = q.T @ delta
+    scale = torch.linalg.matrix_norm(delta)
+    if not float(torch.linalg.matrix_norm(delta - q @ core)) <= SKETCH_TOLERANCE * float(scale):
+        return None
+    values = torch.linalg.svdvals(core)
+    return torch.cat([values, values.new_zeros(min(rows, cols) - len(values))])
 
 
 def energy_rank(values: Tensor, fraction: float) -> int:
