@@ -43,9 +43,11 @@ def threads_per_job(n_jobs: int) -> int:
     """torch threads for each of `n_jobs` runs at a time: the CPUs this process may use,
     shared out among them (at least one; n_jobs -1 is one run per CPU).
 
-    Two runs with one thread each beat two runs contending for every thread: a SmolLM2 LoRA
-    step (bf16 autocast) on 2 cores took 1.55 s alone with 2 threads, 1.65 s with 1, and
-    1.54-1.70 s each for two runs side by side with 1 thread (1.73 s each with 2 threads).
+    Two runs with one thread each beat two runs contending for every thread (their OpenMP
+    threads would spin against each other). On 2 cores a SmolLM2 LoRA q,v step of `make llm`
+    (bf16 autocast) takes 1.43 s in each of two runs side by side with 1 thread; one run alone
+    takes 1.19 s with 1 thread and 0.68 s with 2, so two at a time give about the throughput
+    of one after the other, and more where a run's evaluation uses threads less well.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 1 if n_jobs < 1 else max(1, (cpus or 1) // n_jobs)
