@@ -47,6 +47,16 @@ def test_the_private_attributes_loralab_reads_exist_on_instances():
     assert compat.job_return_value(job) == 1.5
 
 
+def test_a_tensors_version_moves_with_every_change_in_place_and_only_then():
+    weight = torch.nn.Parameter(torch.ones(3))
+    start = compat.tensor_version(weight)
+    _ = weight * 2  # read, not changed
+    assert compat.tensor_version(weight) == start
+    with torch.no_grad():
+        weight.add_(1.0)
+    assert compat.tensor_version(weight) == start + 1
+
+
 def test_the_fingerprint_of_a_dataset_follows_its_content():
     from datasets import Dataset
 

@@ -178,6 +178,8 @@ def missing_private_apis() -> list[str]:
 
     if not callable(getattr(SummaryWriter, "_get_file_writer", None)):
         missing.append("torch.utils.tensorboard.SummaryWriter._get_file_writer")
+    if not isinstance(getattr(torch.zeros(1), "_version", None), int):
+        missing.append("torch.Tensor._version")
     fused = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], fused=True)
     if not hasattr(fused, "_step_supports_amp_scaling"):
         missing.append("torch.optim.Optimizer._step_supports_amp_scaling")

@@ -73,7 +73,8 @@ _ACTIVE: set[int] = set()
 
 
 def held_copies(model: nn.Module) -> dict[int, Held]:
-    """The model's cache: id of a held weight -> its cast (for tests and memory accounting)."""
+    """The model's cache: id of a held weight (or quantized layer) -> its copy. Clearing it
+    makes the next block cast (and dequantize) again, as scripts/bench_llm.py does per pass."""
     return _CACHES.setdefault(model, {})
 
 
