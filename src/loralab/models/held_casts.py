@@ -28,8 +28,8 @@ long as the model lives, where a step held the same copies anyway (saved for its
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -78,38 +78,22 @@ def held_copies(model: nn.Module) -> dict[int, Held]:
     return _CACHES.setdefault(model, {})
 
 
-def plain_tensors() -> AbstractContextManager[None]:
-    """Copies made inside Lightning's validation (inference mode) that a later training step
-    can still read: normal tensors, without gradient history."""
-    stack = ExitStack()
-    stack.enter_context(torch.inference_mode(False))
-    stack.enter_context(torch.no_grad())
-    return stack
-
-
-def _cast(
-    cache: dict[int, Held], kept: dict[int, Held], tensor: Tensor, dtype: torch.dtype
-) -> nn.Parameter:
-    """The cached cast of `tensor` if it still fits, else a new one; recorded in `kept`."""
-    held = cache.get(id(tensor))
-    if held is None or not held.fits(tensor, dtype):
-        with plain_tensors():
-            copy = nn.Parameter(tensor.detach().to(dtype), requires_grad=False)
-        held = Held(tensor, tensor_version(tensor), copy)
-    kept[id(tensor)] = held
-    return held.copy
-
-
-def _dequantized(
-    cache: dict[int, Held], kept: dict[int, Held], layer: QuantizedLinear, dtype: torch.dtype
+def _reused(
+    cache: dict[int, Held],
+    kept: dict[int, Held],
+    key: int,
+    source: Tensor,
+    dtype: torch.dtype,
+    make: Callable[[], Tensor],
 ) -> Tensor:
-    """The cached float weight of a quantized layer while its codes are the same ones."""
-    held = cache.get(id(layer))
-    if held is None or not held.fits(layer.codes, dtype):
-        with plain_tensors():
-            weight = layer.dequantize().to(dtype)
-        held = Held(layer.codes, tensor_version(layer.codes), weight)
-    kept[id(layer)] = held
+    """The cached copy under `key` while `source` is unchanged and the dtype the same, else
+    `make()`; recorded in `kept`. The copy is made outside inference mode (Lightning
+    validates in it), so a later training step can still save it for its backward."""
+    held = cache.get(key)
+    if held is None or not held.fits(source, dtype):
+        with torch.inference_mode(False), torch.no_grad():
+            held = Held(source, tensor_version(source), make())
+    kept[key] = held
     return held.copy
 
 
@@ -121,12 +105,16 @@ def held_casts(model: nn.Module) -> Iterator[None]:
     and reused while it is unchanged."""
     first = next(model.parameters(), None)
     device = first.device.type if first is not None else "cpu"
+    autocast = torch.is_autocast_enabled(device)
+    grads = torch.is_grad_enabled()
     if id(model) in _ACTIVE or any(map(is_sharded, model.parameters())):
         yield
         return
-    autocast = torch.is_autocast_enabled(device)
+    if grads and not autocast:  # a float32 step: nothing to hold, and no copy is kept for it
+        held_copies(model).clear()
+        yield
+        return
     dtype = torch.get_autocast_dtype(device) if autocast else None
-    grads = torch.is_grad_enabled()
     # a variant whose update reads W itself (DoRA's row norms) keeps its base as it is
     reads_base = {id(m.base) for m in model.modules() if getattr(m, "update_needs_base", False)}
     cache = held_copies(model)
@@ -139,7 +127,10 @@ def held_casts(model: nn.Module) -> Iterator[None]:
             if isinstance(module, QuantizedLinear):
                 if not grads and module.held_weight is None and module.dense_weight is None:
                     held_dtype = dtype or module.dtype
-                    module.held_weight = _dequantized(cache, kept, module, held_dtype)
+                    module.held_weight = _reused(
+                        cache, kept, id(module), module.codes, held_dtype,
+                        lambda m=module, d=held_dtype: m.dequantize().to(d),
+                    )  # fmt: skip
                     dequantized.append(module)
                 continue
             if not autocast or not isinstance(module, nn.Linear) or id(module) in reads_base:
@@ -150,7 +141,10 @@ def held_casts(model: nn.Module) -> Iterator[None]:
                     continue
                 if tensor.requires_grad and grads:
                     continue  # a step trains it: autocast casts it once for the step
-                copy = _cast(cache, kept, tensor, dtype)
+                copy = _reused(
+                    cache, kept, id(tensor), tensor, dtype,
+                    lambda t=tensor: nn.Parameter(t.detach().to(dtype), requires_grad=False),
+                )  # fmt: skip
                 swapped.append((module, name, tensor))
                 setattr(module, name, copy)
         # what this block did not hold goes: trainable and dequantized copies at a step,
