@@ -4,9 +4,10 @@ Private names (a leading underscore, `hydra._internal`) can move in any release.
 needs a few of them: there is no public way to reuse Lightning's per-device process launcher,
 to write a checkpoint under a temporary name, to load a loader's saved position late, to mark
 a finished Hydra job as failed, to key a cache by a dataset's fingerprint or by a tensor's
-version, or to add to a TensorBoard run's open event file. Each one is reached through this module only, and
-`tests/test_compat.py` fails loudly, naming the API, when a pinned upgrade moves one. A leaf:
-it imports nothing of loralab, so every layer (and the Hydra plugins) may use it.
+version, or to add to a TensorBoard run's open event file. Each one is reached through this
+module only, and `tests/test_compat.py` fails loudly, naming the API, when a pinned upgrade
+moves one. A leaf: it imports nothing of loralab, so every layer (and the Hydra plugins) may
+use it.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 This is the frozen base of QLoRA: the weight lives as codes + scales (see `quant.py`), and
 every forward rebuilds a full-precision copy just for the matmul, then drops it (generation,
 which calls the model once per token, and evaluation hold one copy throughout:
-`loralab.models.held_casts`). Memory
-for the weights falls to ~1/4 (int8) or ~1/8 (NF4) of float32; the price is the rounding
-error and a dequantization per call. LoRA's A and B on top stay in full precision.
+`loralab.models.held_casts`). Memory for the weights falls to ~1/4 (int8) or ~1/8 (NF4) of
+float32; the price is the rounding error and a dequantization per call. LoRA's A and B on
+top stay in full precision.
 
 A linear layer whose weight is stored transposed (transformers' `Conv1D` in GPT-2, in x out:
 PEFT's `fan_in_fan_out`) is quantized as out x in like any other, so int8 keeps one scale
